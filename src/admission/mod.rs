@@ -1,0 +1,244 @@
+//! AdmissionReview in and out. Once a review parses, every answer is built from the request,
+//! so its uid comes back; only a body that does not parse gets an HTTP 400.
+
+pub mod error;
+pub mod mutate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::DynamicObject;
+use kube::Client;
+use tracing::{info, warn, Instrument};
+
+use crate::cache::FetchCache;
+use crate::identity::TokenIssuer;
+use crate::managed::DigestKey;
+use crate::metrics::Metrics;
+use crate::provider::vault::VaultProvider;
+use crate::provider::SecretProvider;
+use crate::store::{ProviderConfig, ResolvedStore};
+
+/// Tunables of the admission path.
+#[derive(Clone, Debug)]
+pub struct InjectorConfig {
+    /// Internal budget for one review; below the webhook's timeoutSeconds so we always answer.
+    pub deadline: Duration,
+    pub min_refresh_interval: Duration,
+    /// How long a fetched document may serve concurrent admissions of the same identity.
+    pub fetch_coalesce_window: Duration,
+}
+
+impl Default for InjectorConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(8),
+            min_refresh_interval: Duration::from_secs(10),
+            fetch_coalesce_window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything the admission path needs, shared by all requests.
+pub struct Injector {
+    pub client: Client,
+    pub config: InjectorConfig,
+    pub metrics: Metrics,
+    pub digest_key: DigestKey,
+    pub fetch_cache: FetchCache,
+    vault: Arc<VaultProvider>,
+}
+
+impl Injector {
+    pub fn new(client: Client, config: InjectorConfig, metrics: Metrics, digest_key: DigestKey) -> Self {
+        let tokens = TokenIssuer::new(client.clone());
+        Self {
+            vault: Arc::new(VaultProvider::new(tokens, metrics.clone())),
+            fetch_cache: FetchCache::new(config.fetch_coalesce_window),
+            client,
+            config,
+            metrics,
+            digest_key,
+        }
+    }
+
+    pub fn provider_for(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
+        match &store.config {
+            ProviderConfig::Vault(_) => self.vault.clone(),
+            ProviderConfig::Aws(_) => Arc::new(UnsupportedProvider("AWS Secrets Manager")),
+        }
+    }
+}
+
+/// Placeholder for providers a store may name before their implementation lands; it refuses
+/// every fetch with a clear message and without any network call.
+struct UnsupportedProvider(&'static str);
+
+impl SecretProvider for UnsupportedProvider {
+    fn fetch<'a>(
+        &'a self,
+        _: &'a crate::identity::PodIdentity,
+        _: &'a ResolvedStore,
+        _: &'a [crate::provider::RemoteKey],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::provider::RemoteSecret>, crate::provider::KeyedError>> {
+        let name = self.0;
+        Box::pin(async move {
+            Err(crate::provider::KeyedError {
+                key: None,
+                error: crate::provider::ProviderError::InvalidRequest(format!(
+                    "the {name} provider is not available in this build"
+                )),
+            })
+        })
+    }
+}
+
+/// A body that is not an AdmissionReview at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// Describe a JSON error by kind and position only: serde's messages can quote input, and
+/// the input is a pod spec that may carry its own sensitive values.
+fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected structure",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// Handle one body sent to `/mutate`.
+pub async fn review_pod(injector: &Injector, body: &[u8]) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
+    let started = Instant::now();
+    let (request, pod) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
+            Ok(req) => {
+                let pod = req.object.clone();
+                (generic_request(&req), pod)
+            }
+            Err(_) => {
+                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
+                return Ok(AdmissionResponse::invalid("the AdmissionReview carries no request").into_review());
+            }
+        },
+        Err(pod_err) => {
+            // Not a pod we can decode; if the envelope parses we still answer with its uid.
+            let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
+                BadRequest(format!(
+                    "body is not an admission.k8s.io/v1 AdmissionReview ({})",
+                    json_error(&e)
+                ))
+            })?;
+            let Ok(req) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) else {
+                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
+                return Ok(AdmissionResponse::invalid("the AdmissionReview carries no request").into_review());
+            };
+            let response = AdmissionResponse::from(&req);
+            let response = if is_pod_create(&req) {
+                injector.metrics.admission("mutate", "denied", started.elapsed().as_secs_f64());
+                response.deny(format!("the pod object could not be decoded ({})", json_error(&pod_err)))
+            } else {
+                injector.metrics.admission("mutate", "allowed", started.elapsed().as_secs_f64());
+                response
+            };
+            return Ok(response.into_review());
+        }
+    };
+
+    let span = tracing::info_span!(
+        "admission",
+        uid = %request.uid,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        pod = %pod_display_name(pod.as_ref()),
+        dry_run = request.dry_run,
+    );
+    let response = answer(injector, &request, pod.as_ref()).instrument(span).await;
+    let result = if !response.allowed {
+        "denied"
+    } else if response.patch.is_some() {
+        "patched"
+    } else {
+        "allowed"
+    };
+    injector.metrics.admission("mutate", result, started.elapsed().as_secs_f64());
+    Ok(response.into_review())
+}
+
+async fn answer(injector: &Injector, request: &AdmissionRequest<DynamicObject>, pod: Option<&Pod>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    // Only pod CREATE is ever mutated; anything else the API server sends us is let through.
+    if !is_pod_create(request) {
+        return response;
+    }
+    let Some(pod) = pod else {
+        return response.deny(error::InjectError::NoObject.denial_message());
+    };
+    let Some(namespace) = request.namespace.as_deref().filter(|n| !n.is_empty()) else {
+        return response.deny(error::InjectError::NoNamespace.denial_message());
+    };
+    match mutate::mutate(injector, pod, namespace, request.dry_run).await {
+        Ok(None) => response,
+        Ok(Some(m)) => {
+            let mut response = response;
+            if !m.patch.warnings.is_empty() {
+                response.warnings = Some(m.patch.warnings.clone());
+            }
+            info!(secrets = %m.secrets.join(","), operations = m.patch.ops.len(), "pod injected");
+            if m.patch.ops.is_empty() {
+                return response;
+            }
+            match response.clone().with_patch(json_patch::Patch(m.patch.ops)) {
+                Ok(r) => r,
+                Err(_) => response.deny("internal error: the patch could not be serialised"),
+            }
+        }
+        Err(e) => {
+            warn!(reason = e.kind(), message = %e.denial_message(), "pod denied");
+            response.deny(e.denial_message())
+        }
+    }
+}
+
+fn is_pod_create(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.operation == Operation::Create
+        && request.sub_resource.as_deref().unwrap_or("").is_empty()
+}
+
+fn pod_display_name(pod: Option<&Pod>) -> String {
+    let Some(pod) = pod else { return String::new() };
+    pod.metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.as_ref().map(|g| format!("{g}*")))
+        .unwrap_or_default()
+}
+
+/// The request without its typed object, for answers and the kind/operation checks.
+fn generic_request(req: &AdmissionRequest<Pod>) -> AdmissionRequest<DynamicObject> {
+    AdmissionRequest {
+        types: req.types.clone(),
+        uid: req.uid.clone(),
+        kind: req.kind.clone(),
+        resource: req.resource.clone(),
+        sub_resource: req.sub_resource.clone(),
+        request_kind: req.request_kind.clone(),
+        request_resource: req.request_resource.clone(),
+        request_sub_resource: req.request_sub_resource.clone(),
+        name: req.name.clone(),
+        namespace: req.namespace.clone(),
+        operation: req.operation.clone(),
+        user_info: req.user_info.clone(),
+        object: None,
+        old_object: None,
+        dry_run: req.dry_run,
+        options: req.options.clone(),
+    }
+}

@@ -1,0 +1,275 @@
+//! The mutating pipeline for one pod: review → spec → store → (identity → fetch) → managed
+//! Secret → patch. Values are fetched for every item before anything is written, so a failure
+//! leaves nothing half-done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use time::OffsetDateTime;
+
+use super::error::InjectError;
+use super::Injector;
+use crate::identity::PodIdentity;
+use crate::managed::{self, Existing, Target};
+use crate::patch::{self, PodPatch};
+use crate::provider::{self, RemoteKey, RemoteSecret};
+use crate::redact::SecretBytes;
+use crate::spec::{self, ParseContext, SecretItem};
+use crate::store::{self, ResolvedStore};
+use crate::workload;
+
+/// Kubernetes refuses Secrets larger than this.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// What the pipeline is doing, for the deadline message.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Stage {
+    Owner,
+    Store,
+    ManagedSecret,
+    Fetch,
+    Write,
+}
+
+impl Stage {
+    fn describe(v: u8) -> &'static str {
+        match v {
+            0 => "reading the pod's owner",
+            1 => "reading the SecretStore",
+            2 => "reading the managed Secret",
+            3 => "fetching from the secret backend",
+            _ => "writing the managed Secret",
+        }
+    }
+}
+
+pub struct Mutation {
+    pub patch: PodPatch,
+    /// Managed Secrets named in the patch (for logs).
+    pub secrets: Vec<String>,
+}
+
+pub async fn mutate(
+    injector: &Injector,
+    pod: &Pod,
+    namespace: &str,
+    dry_run: bool,
+) -> Result<Option<Mutation>, InjectError> {
+    let pod_annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    // No annotation of ours ⇒ allowed without a single API call.
+    if !spec::wants_injection(&pod_annotations) {
+        return Ok(None);
+    }
+    let stage = AtomicU8::new(Stage::Owner as u8);
+    let deadline = injector.config.deadline;
+    match tokio::time::timeout(deadline, pipeline(injector, pod, namespace, dry_run, &stage)).await {
+        Ok(result) => result,
+        Err(_) => {
+            injector.metrics.deadline_exceeded();
+            Err(InjectError::Deadline {
+                deadline,
+                stage: Stage::describe(stage.load(Ordering::Relaxed)),
+            })
+        }
+    }
+}
+
+async fn pipeline(
+    injector: &Injector,
+    pod: &Pod,
+    namespace: &str,
+    dry_run: bool,
+    stage: &AtomicU8,
+) -> Result<Option<Mutation>, InjectError> {
+    let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
+    let client = &injector.client;
+
+    let workload = workload::resolve(client, namespace, pod).await?;
+    let mut annotations = spec::config_annotations(&workload.annotations);
+    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
+
+    let container_names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .map(|c| c.name.clone())
+        .collect();
+    let Some(spec) = spec::parse(
+        &annotations,
+        &ParseContext {
+            workload_name: workload.name.as_deref(),
+            container_names: &container_names,
+            min_refresh_interval: injector.config.min_refresh_interval,
+        },
+    )?
+    else {
+        return Ok(None);
+    };
+    let patch = patch::plan(pod, &spec)?;
+
+    set_stage(Stage::Store);
+    let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
+    for item in &spec.items {
+        if !stores.contains_key(&item.store) {
+            let resolved = store::resolve(client, namespace, &item.store).await?;
+            stores.insert(item.store.clone(), resolved);
+        }
+    }
+
+    let identity = PodIdentity {
+        namespace: namespace.to_string(),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".to_string()),
+    };
+    let owner = workload.owner.clone().unwrap_or_else(|| managed::Owner {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: workload.name.clone().unwrap_or_default(),
+        uid: None,
+    });
+
+    set_stage(Stage::ManagedSecret);
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let now = OffsetDateTime::now_utc();
+    let targets: Vec<Target<'_>> = spec
+        .items
+        .iter()
+        .map(|item| Target {
+            namespace,
+            item,
+            identity: &identity,
+            owner: &owner,
+        })
+        .collect();
+    let mut existing = Vec::with_capacity(targets.len());
+    for target in &targets {
+        existing.push(managed::inspect(&secrets_api, target, now).await?);
+    }
+
+    let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
+    if dry_run {
+        // Same answer, no side effects: no TokenRequest, no backend call, no write.
+        return Ok(Some(Mutation { patch, secrets }));
+    }
+
+    set_stage(Stage::Fetch);
+    let to_fetch: Vec<usize> = existing
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !matches!(e, Existing::Ours { current: true, .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let fetched = try_join_all(
+        to_fetch
+            .iter()
+            .map(|&i| fetch_item(injector, &identity, &stores[&spec.items[i].store], &spec.items[i])),
+    )
+    .await?;
+
+    set_stage(Stage::Write);
+    let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
+    for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
+        let current = existing[i].take().expect("each item written once");
+        managed::write(&secrets_api, &targets[i], data, &injector.digest_key, current, &injector.metrics).await?;
+    }
+    Ok(Some(Mutation { patch, secrets }))
+}
+
+/// Read everything one item needs and assemble its Secret data.
+async fn fetch_item(
+    injector: &Injector,
+    identity: &PodIdentity,
+    store: &ResolvedStore,
+    item: &SecretItem,
+) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
+    let keys: Vec<RemoteKey> = item
+        .data
+        .iter()
+        .map(|d| RemoteKey::from(&d.remote_ref))
+        .chain(item.extract.iter().map(RemoteKey::from))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let provider = injector.provider_for(store);
+    let documents: Arc<Vec<RemoteSecret>> = injector
+        .fetch_cache
+        .fetch(provider.as_ref(), identity, store, &keys)
+        .await
+        .map_err(|e| InjectError::Fetch {
+            store: store.reference.clone(),
+            keys: match e.key {
+                Some(k) => k,
+                None => keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>().join(", "),
+            },
+            identity: identity.clone(),
+            error: e.error,
+        })?;
+    let by_key: BTreeMap<&RemoteKey, &RemoteSecret> = keys.iter().zip(documents.iter()).collect();
+    assemble(store, item, &by_key)
+}
+
+fn assemble(
+    store: &ResolvedStore,
+    item: &SecretItem,
+    documents: &BTreeMap<&RemoteKey, &RemoteSecret>,
+) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
+    let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
+    let mut produced_by: BTreeMap<String, String> = BTreeMap::new();
+    let mut insert = |key: String, value: SecretBytes, source: String| -> Result<(), InjectError> {
+        if let Some(first) = produced_by.get(&key) {
+            return Err(InjectError::DuplicateKey {
+                origin: item.origin.clone(),
+                key,
+                first: first.clone(),
+                second: source,
+            });
+        }
+        produced_by.insert(key.clone(), source);
+        data.insert(key, value);
+        Ok(())
+    };
+    for d in &item.data {
+        let doc = documents[&RemoteKey::from(&d.remote_ref)];
+        let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| InjectError::Select {
+            store: store.reference.clone(),
+            origin: item.origin.clone(),
+            key: d.remote_ref.key.clone(),
+            what: match &d.remote_ref.property {
+                Some(p) => format!("property {p:?} for {}", d.secret_key),
+                None => format!("the value for {}", d.secret_key),
+            },
+            error,
+        })?;
+        insert(d.secret_key.clone(), value, format!("{}", d.remote_ref))?;
+    }
+    for r in &item.extract {
+        let doc = documents[&RemoteKey::from(r)];
+        let fields = provider::extract(doc).map_err(|error| InjectError::Select {
+            store: store.reference.clone(),
+            origin: item.origin.clone(),
+            key: r.key.clone(),
+            what: "extract".into(),
+            error,
+        })?;
+        for (k, v) in fields {
+            insert(k, v, format!("extract of {}", r.key))?;
+        }
+    }
+    let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_SECRET_BYTES {
+        return Err(InjectError::TooLarge {
+            origin: item.origin.clone(),
+            bytes,
+        });
+    }
+    Ok(data)
+}

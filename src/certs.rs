@@ -1,0 +1,158 @@
+//! `secret-injector certs`: a CA, a serving certificate for the webhook Service's DNS names,
+//! an HMAC key, and the caBundle written into the webhook configurations.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::config::CertsArgs;
+
+pub struct Generated {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Create a CA and a serving certificate for `dns_names` and `ips`.
+pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Result<Generated> {
+    let now = OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "secret-injector webhook CA");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.not_before = now - Duration::minutes(5);
+    ca.not_after = now + Duration::days(2 * i64::from(days));
+    let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().context("generating the serving key")?;
+    let mut params = CertificateParams::new(dns_names.to_vec())?;
+    for ip in ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, dns_names.first().cloned().unwrap_or_else(|| "secret-injector".into()));
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(i64::from(days));
+    let cert = params.signed_by(&key, &issuer).context("signing the serving certificate")?;
+    Ok(Generated {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+pub fn run(args: &CertsArgs) -> Result<()> {
+    let svc = &args.service;
+    let ns = &args.namespace;
+    let mut dns = vec![
+        svc.clone(),
+        format!("{svc}.{ns}"),
+        format!("{svc}.{ns}.svc"),
+        format!("{svc}.{ns}.svc.cluster.local"),
+    ];
+    dns.extend(args.extra_dns.iter().cloned());
+    let generated = generate(&dns, &args.ips, args.days)?;
+
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    write(&args.out_dir.join("ca.crt"), generated.ca_pem.as_bytes(), 0o644)?;
+    write(&args.out_dir.join("tls.crt"), generated.cert_pem.as_bytes(), 0o644)?;
+    write(&args.out_dir.join("tls.key"), generated.key_pem.as_bytes(), 0o600)?;
+    let hmac_path = args.out_dir.join("hmac.key");
+    if !hmac_path.exists() {
+        // Kept across certificate rotations so recorded digests stay comparable.
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write(&hmac_path, hex.as_bytes(), 0o600)?;
+    }
+    let bundle = base64::engine::general_purpose::STANDARD.encode(generated.ca_pem.as_bytes());
+    for path in &args.webhook_configs {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (updated, count) = set_ca_bundle(&text, &bundle);
+        if count == 0 {
+            anyhow::bail!("{} has no caBundle field to fill", path.display());
+        }
+        std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote caBundle into {} ({count} webhook(s))", path.display());
+    }
+    eprintln!("wrote ca.crt, tls.crt, tls.key and hmac.key to {}", args.out_dir.display());
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Replace the value of every `caBundle:` line, keeping indentation and comments elsewhere.
+pub fn set_ca_bundle(yaml: &str, bundle: &str) -> (String, usize) {
+    let mut count = 0;
+    let mut out = String::with_capacity(yaml.len() + bundle.len());
+    for line in yaml.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("caBundle:") {
+            let indent = &line[..line.len() - trimmed.len()];
+            let newline = if rest.ends_with('\n') { "\n" } else { "" };
+            out.push_str(&format!("{indent}caBundle: {bundle}{newline}"));
+            count += 1;
+        } else {
+            out.push_str(line);
+        }
+    }
+    (out, count)
+}
+
+/// Both CRDs as a multi-document YAML stream, generated from the Rust types.
+pub fn crds_yaml() -> Result<String> {
+    use kube::CustomResourceExt;
+    let mut out = String::from("# Generated by `secret-injector crds` from src/store/types.rs. Do not edit.\n");
+    for crd in [crate::store::SecretStore::crd(), crate::store::ClusterSecretStore::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd).context("serialising a CRD")?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundle_replacement_keeps_layout() {
+        let yaml = "webhooks:\n  - name: a\n    clientConfig:\n      caBundle: \"\"\n      # keep me\n  - name: b\n    clientConfig:\n      caBundle: old\n";
+        let (out, n) = set_ca_bundle(yaml, "NEW");
+        assert_eq!(n, 2);
+        assert!(out.contains("      caBundle: NEW\n      # keep me"));
+        assert!(!out.contains("old"));
+    }
+
+    #[test]
+    fn generated_pair_loads_in_rustls() {
+        let g = generate(&["svc.ns.svc".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(certs.len(), 1);
+        assert!(rustls_pemfile::private_key(&mut g.key_pem.as_bytes()).unwrap().is_some());
+    }
+}

@@ -1,0 +1,120 @@
+//! Command line: clap derive, every flag also from `SECRET_INJECTOR_<FLAG>`, validated once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "secret-injector", version, about = "Injects secrets from Vault/OpenBao and AWS Secrets Manager into pods, using the pod's own identity")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook.
+    Serve(ServeArgs),
+    /// Create a CA and a serving certificate for the webhook Service and write the caBundle
+    /// into the webhook configurations.
+    Certs(CertsArgs),
+    /// Print the SecretStore and ClusterSecretStore CRDs as YAML.
+    Crds,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// HTTPS address for /mutate.
+    #[arg(long, env = "SECRET_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain for the HTTPS listener (re-read when it changes).
+    #[arg(long, env = "SECRET_INJECTOR_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key for the HTTPS listener.
+    #[arg(long, env = "SECRET_INJECTOR_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SECRET_INJECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Internal deadline for one admission; keep it below the webhook's timeoutSeconds (10s).
+    #[arg(long, env = "SECRET_INJECTOR_ADMISSION_TIMEOUT", default_value = "8s", value_parser = parse_deadline)]
+    pub admission_timeout: Duration,
+    /// Refuse refresh intervals shorter than this (0 = fetch once is always allowed).
+    #[arg(long, env = "SECRET_INJECTOR_MIN_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub min_refresh_interval: Duration,
+    /// File with the key for the HMAC digests recorded on managed Secrets (at least 32 bytes).
+    /// Without it a random key is used, and digests change when the process restarts.
+    #[arg(long, env = "SECRET_INJECTOR_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// How often the serving certificate files are checked for changes.
+    #[arg(long, env = "SECRET_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub tls_reload_interval: Duration,
+    /// Log format.
+    #[arg(long, env = "SECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax). Backend client libraries are always kept quiet.
+    #[arg(long, env = "SECRET_INJECTOR_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Directory for ca.crt, tls.crt, tls.key and hmac.key.
+    #[arg(long, env = "SECRET_INJECTOR_CERTS_OUT_DIR", default_value = "certs/generated")]
+    pub out_dir: PathBuf,
+    /// Namespace of the webhook Service.
+    #[arg(long, env = "SECRET_INJECTOR_CERTS_NAMESPACE", default_value = "secret-injector")]
+    pub namespace: String,
+    /// Name of the webhook Service.
+    #[arg(long, env = "SECRET_INJECTOR_CERTS_SERVICE", default_value = "secret-injector")]
+    pub service: String,
+    /// Extra DNS names for the serving certificate.
+    #[arg(long = "dns")]
+    pub extra_dns: Vec<String>,
+    /// IP addresses for the serving certificate (e.g. 127.0.0.1 for local tests).
+    #[arg(long = "ip")]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Webhook configuration files whose caBundle fields are rewritten.
+    #[arg(long = "webhook-config")]
+    pub webhook_configs: Vec<PathBuf>,
+    /// Validity of the serving certificate in days (the CA lives twice as long).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    crate::spec::parse_duration(s)
+}
+
+fn parse_deadline(s: &str) -> Result<Duration, String> {
+    let d = parse_interval(s)?;
+    if d.is_zero() || d > Duration::from_secs(29) {
+        return Err("must be between 1s and 29s (the API server caps webhook timeouts at 30s)".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env() {
+        let cli = Cli::try_parse_from([
+            "secret-injector", "serve", "--tls-cert", "c", "--tls-key", "k", "--admission-timeout", "5s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.admission_timeout, Duration::from_secs(5));
+        assert_eq!(args.listen.port(), 8443);
+        assert!(Cli::try_parse_from(["secret-injector", "serve", "--tls-cert", "c", "--tls-key", "k", "--admission-timeout", "45s"]).is_err());
+    }
+}

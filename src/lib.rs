@@ -1,0 +1,156 @@
+//! secret-injector: a mutating admission webhook that injects secrets from Vault/OpenBao
+//! (and AWS Secrets Manager) into pods through managed Kubernetes Secrets, fetched with the
+//! pod's own ServiceAccount identity.
+//!
+//! Data flows one way: review → spec → store → identity → fetch → managed Secret → patch.
+
+pub mod admission;
+pub mod cache;
+pub mod certs;
+pub mod config;
+pub mod identity;
+pub mod managed;
+pub mod metrics;
+pub mod patch;
+pub mod provider;
+pub mod redact;
+pub mod server;
+pub mod spec;
+pub mod store;
+pub mod workload;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::admission::{Injector, InjectorConfig};
+use crate::config::{LogFormat, ServeArgs};
+use crate::managed::DigestKey;
+use crate::metrics::Metrics;
+use crate::redact::SecretBytes;
+
+/// Install the tracing subscriber. Backend client libraries are silenced whatever the user's
+/// filter says: their debug output can include request bodies.
+pub fn init_tracing(format: LogFormat, filter: &str) {
+    let mut env_filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in ["rustify=off", "vaultrs=off", "reqwest=warn", "hyper=warn", "hyper_util=warn", "h2=warn", "rustls=warn"] {
+        env_filter = env_filter.add_directive(directive.parse().expect("static directive"));
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn load_digest_key(args: &ServeArgs) -> anyhow::Result<DigestKey> {
+    match &args.hmac_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading the HMAC key {}", path.display()))?;
+            let trimmed: Vec<u8> = bytes.trim_ascii().to_vec();
+            anyhow::ensure!(trimmed.len() >= 32, "the HMAC key in {} is shorter than 32 bytes", path.display());
+            Ok(DigestKey::new(SecretBytes::new(trimmed)))
+        }
+        None => {
+            warn!("no --hmac-key-file: using a random HMAC key; recorded digests change on restart");
+            Ok(DigestKey::random())
+        }
+    }
+}
+
+/// `secret-injector serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new();
+    let digest_key = load_digest_key(&args)?;
+    let cert = server::tls::ReloadingCert::load(args.tls_cert.clone(), args.tls_key.clone())
+        .context("loading the serving certificate")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
+
+    let injector = Arc::new(Injector::new(
+        client.clone(),
+        InjectorConfig {
+            deadline: args.admission_timeout,
+            min_refresh_interval: args.min_refresh_interval,
+            ..InjectorConfig::default()
+        },
+        metrics.clone(),
+        digest_key,
+    ));
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let https = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", args.admin_listen))?;
+    info!(listen = %https.local_addr()?, admin = %admin.local_addr()?, "secret-injector serving");
+
+    cert.spawn_reloader(args.tls_reload_interval, shutdown_rx.clone());
+    let https_task = tokio::spawn(server::serve_tls(
+        https,
+        cert.server_config(),
+        server::router(injector),
+        shutdown_rx.clone(),
+    ));
+    let admin_task = tokio::spawn(server::serve_plain(
+        admin,
+        server::admin_router(metrics, ready.clone()),
+        shutdown_rx.clone(),
+    ));
+    // Ready once the API server answers: until then every admission would fail anyway.
+    tokio::spawn(wait_for_api(client, ready.clone(), shutdown_rx.clone()));
+
+    shutdown_signal().await;
+    info!("shutting down");
+    ready.store(false, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    https_task.await.context("HTTPS server task")??;
+    admin_task.await.context("admin server task")??;
+    Ok(())
+}
+
+async fn wait_for_api(client: kube::Client, ready: Arc<AtomicBool>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.apiserver_version().await {
+            Ok(_) => {
+                ready.store(true, Ordering::Relaxed);
+                info!("Kubernetes API reachable; ready");
+                return;
+            }
+            Err(e) => warn!(error = %e, "Kubernetes API not reachable yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,18 @@
+use clap::Parser;
+use secret_injector::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            secret_injector::init_tracing(args.log_format, &args.log);
+            secret_injector::serve(args).await
+        }
+        Command::Certs(args) => secret_injector::certs::run(&args),
+        Command::Crds => {
+            print!("{}", secret_injector::certs::crds_yaml()?);
+            Ok(())
+        }
+    }
+}

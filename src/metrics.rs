@@ -1,0 +1,124 @@
+//! Prometheus metrics. Labels are a small fixed set: never a namespace-, key- or value-derived
+//! string, so cardinality is bounded and nothing sensitive can appear.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub provider: &'static str,
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub operation: &'static str,
+}
+
+struct Inner {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    admission_seconds: Family<WebhookLabels, Histogram>,
+    backend_calls: Family<BackendLabels, Counter>,
+    secret_writes: Family<WriteLabels, Counter>,
+    deadline_exceeded: Counter,
+}
+
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("secret_injector");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered, by webhook and result (patched, allowed, denied, invalid)",
+            admissions.clone(),
+        );
+        let admission_seconds = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview, from parsed body to serialised response",
+            admission_seconds.clone(),
+        );
+        let backend_calls = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Calls to secret backends, by provider, operation (login, read) and result",
+            backend_calls.clone(),
+        );
+        let secret_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "managed_secret_writes",
+            "Writes of managed Secrets, by operation (create, update)",
+            secret_writes.clone(),
+        );
+        let deadline_exceeded = Counter::default();
+        registry.register(
+            "admission_deadline_exceeded",
+            "Admissions denied because the internal deadline ran out",
+            deadline_exceeded.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            admissions,
+            admission_seconds,
+            backend_calls,
+            secret_writes,
+            deadline_exceeded,
+        }))
+    }
+
+    pub fn admission(&self, webhook: &'static str, result: &'static str, seconds: f64) {
+        self.0.admissions.get_or_create(&AdmissionLabels { webhook, result }).inc();
+        self.0.admission_seconds.get_or_create(&WebhookLabels { webhook }).observe(seconds);
+    }
+
+    pub fn backend_call(&self, provider: &'static str, operation: &'static str, result: &'static str) {
+        self.0
+            .backend_calls
+            .get_or_create(&BackendLabels { provider, operation, result })
+            .inc();
+    }
+
+    pub fn secret_write(&self, operation: &'static str) {
+        self.0.secret_writes.get_or_create(&WriteLabels { operation }).inc();
+    }
+
+    pub fn deadline_exceeded(&self) {
+        self.0.deadline_exceeded.inc();
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

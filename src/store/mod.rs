@@ -1,0 +1,121 @@
+//! SecretStore / ClusterSecretStore: CRD types, resolution by name, and the validation shared
+//! by the runtime and the validating webhook.
+
+mod types;
+mod validate;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::{Selector, SelectorExt};
+use kube::{Api, Client};
+
+pub use types::*;
+pub use validate::*;
+
+use crate::spec::{StoreKind, StoreRef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{reference} not found in namespace {namespace}")]
+    NotFound { reference: StoreRef, namespace: String },
+    #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
+    NotAllowed { reference: StoreRef, namespace: String },
+    #[error("{reference} is invalid: {}", join(errors))]
+    Invalid {
+        reference: StoreRef,
+        errors: Vec<FieldError>,
+    },
+    #[error("reading {reference} from the Kubernetes API failed: {source}")]
+    Api {
+        reference: StoreRef,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// A store that exists, may be used from the namespace, and whose spec is valid.
+#[derive(Clone, Debug)]
+pub struct ResolvedStore {
+    pub reference: StoreRef,
+    pub uid: Option<String>,
+    pub config: ProviderConfig,
+}
+
+pub async fn resolve(client: &Client, namespace: &str, reference: &StoreRef) -> Result<ResolvedStore, StoreError> {
+    let api_err = |source: kube::Error| match &source {
+        kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
+            reference: reference.clone(),
+            namespace: namespace.to_string(),
+        },
+        _ => StoreError::Api {
+            reference: reference.clone(),
+            source,
+        },
+    };
+    let (provider, uid) = match reference.kind {
+        StoreKind::SecretStore => {
+            let store = Api::<SecretStore>::namespaced(client.clone(), namespace)
+                .get(&reference.name)
+                .await
+                .map_err(api_err)?;
+            (store.spec.provider, store.metadata.uid)
+        }
+        StoreKind::ClusterSecretStore => {
+            let store = Api::<ClusterSecretStore>::all(client.clone())
+                .get(&reference.name)
+                .await
+                .map_err(api_err)?;
+            if !namespace_allowed(client, namespace, &store.spec.conditions)
+                .await
+                .map_err(|source| StoreError::Api {
+                    reference: reference.clone(),
+                    source,
+                })?
+            {
+                return Err(StoreError::NotAllowed {
+                    reference: reference.clone(),
+                    namespace: namespace.to_string(),
+                });
+            }
+            (store.spec.provider, store.metadata.uid)
+        }
+    };
+    let validated = validate_provider(&provider).map_err(|errors| StoreError::Invalid {
+        reference: reference.clone(),
+        errors,
+    })?;
+    Ok(ResolvedStore {
+        reference: reference.clone(),
+        uid,
+        config: validated.config,
+    })
+}
+
+/// ESO semantics: no conditions ⇒ every namespace; otherwise any matching condition admits.
+/// The Namespace is read only when a condition has a selector.
+async fn namespace_allowed(
+    client: &Client,
+    namespace: &str,
+    conditions: &[ClusterStoreCondition],
+) -> Result<bool, kube::Error> {
+    if conditions.is_empty() {
+        return Ok(true);
+    }
+    if conditions.iter().any(|c| c.namespaces.iter().any(|n| n == namespace)) {
+        return Ok(true);
+    }
+    let selectors: Vec<_> = conditions.iter().filter_map(|c| c.namespace_selector.clone()).collect();
+    if selectors.is_empty() {
+        return Ok(false);
+    }
+    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
+    let labels = ns.metadata.labels.unwrap_or_default();
+    Ok(selectors.into_iter().any(|s| match Selector::try_from(s) {
+        Ok(selector) => selector.matches(&labels),
+        // An unparsable selector admits nobody.
+        Err(_) => false,
+    }))
+}
