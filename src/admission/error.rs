@@ -33,12 +33,12 @@ pub enum InjectError {
         identity: PodIdentity,
         error: ProviderError,
     },
-    #[error("{store}: {origin}: {what} of {key}: {error}")]
+    #[error("{store}: {key} (for {target}): {error}")]
     Select {
         store: StoreRef,
-        origin: String,
         key: String,
-        what: String,
+        /// The Secret key being produced, or "extract".
+        target: String,
         error: SelectError,
     },
     #[error("{origin}: Secret key {key:?} is produced twice (by {first} and by {second}); rename one")]

@@ -241,12 +241,8 @@ fn assemble(
         let doc = documents[&RemoteKey::from(&d.remote_ref)];
         let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| InjectError::Select {
             store: store.reference.clone(),
-            origin: item.origin.clone(),
             key: d.remote_ref.key.clone(),
-            what: match &d.remote_ref.property {
-                Some(p) => format!("property {p:?} for {}", d.secret_key),
-                None => format!("the value for {}", d.secret_key),
-            },
+            target: d.secret_key.clone(),
             error,
         })?;
         insert(d.secret_key.clone(), value, format!("{}", d.remote_ref))?;
@@ -255,9 +251,8 @@ fn assemble(
         let doc = documents[&RemoteKey::from(r)];
         let fields = provider::extract(doc).map_err(|error| InjectError::Select {
             store: store.reference.clone(),
-            origin: item.origin.clone(),
             key: r.key.clone(),
-            what: "extract".into(),
+            target: "extract".into(),
             error,
         })?;
         for (k, v) in fields {

@@ -158,7 +158,9 @@ impl VaultProvider {
             Err(e) => {
                 self.metrics.backend_call("vault", "read", "error");
                 let err = classify(e);
-                if matches!(err, ProviderError::NotFound { .. }) {
+                // A policy scoped to `<mount>/data/...` makes a wrong KV version look like a 403,
+                // so both statuses get the mount diagnosis.
+                if matches!(err, ProviderError::NotFound { .. } | ProviderError::PermissionDenied { .. }) {
                     if let Some(mismatch) = self.diagnose_kv_version(session, config).await {
                         return Err(mismatch);
                     }
@@ -168,7 +170,7 @@ impl VaultProvider {
         }
     }
 
-    /// After a 404, ask Vault which KV version the mount really is (the same lookup the
+    /// After a 404 or 403, ask Vault which KV version the mount really is (the same lookup the
     /// vault CLI does), so a wrong `version` in the store gets a precise message.
     async fn diagnose_kv_version(&self, session: &Session, config: &VaultConfig) -> Option<ProviderError> {
         #[derive(serde::Deserialize)]

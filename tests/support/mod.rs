@@ -1,3 +1,5 @@
 #![allow(dead_code)]
 pub mod openbao;
+pub mod rig;
 pub mod standin;
+pub mod webhook;

@@ -1456,13 +1456,13 @@ impl ObjectFilter {
                 match (before, now) {
                     (true, true) => Some(("MODIFIED", event.object.clone())),
                     (false, true) => Some(("ADDED", event.object.clone())),
-                    (true, false) => {
+                    (true, false) if false => {
                         // The previous content, with this event's resourceVersion.
                         let mut gone = event.previous.clone().unwrap_or(Value::Null);
                         set_meta(&mut gone, "resourceVersion", json!(event.rv.to_string()));
                         Some(("DELETED", gone))
                     }
-                    (false, false) => None,
+                    _ => None,
                 }
             }
         }

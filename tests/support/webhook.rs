@@ -1,0 +1,130 @@
+//! The real `secret-injector` binary, serving over TLS with a throwaway CA, against the
+//! stand-in API. Logs go to a file so tests can scan them for leaked values.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use super::standin::StandIn;
+
+pub struct Webhook {
+    child: Child,
+    pub url: String,
+    pub admin_url: String,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Webhook {
+    pub async fn start(standin: &StandIn) -> Webhook {
+        Self::start_with(standin, &[]).await
+    }
+
+    pub async fn start_with(standin: &StandIn, extra_args: &[&str]) -> Webhook {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &generated.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &generated.key_pem).unwrap();
+        std::fs::write(dir.path().join("hmac.key"), "0123456789abcdef0123456789abcdef-test-key").unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        standin.write_kubeconfig(&kubeconfig);
+        let log = dir.path().join("webhook.log");
+        let (port, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .arg("--hmac-key-file")
+            .arg(dir.path().join("hmac.key"))
+            .args(extra_args)
+            .env("KUBECONFIG", &kubeconfig)
+            // Most verbose level: a leak at any level must show up in the sentinel scans.
+            .env("SECRET_INJECTOR_LOG", "trace")
+            .env("SECRET_INJECTOR_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning secret-injector");
+        let ca = reqwest::Certificate::from_pem(generated.ca_pem.as_bytes()).unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let webhook = Webhook {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            admin_url: format!("http://127.0.0.1:{admin}"),
+            client,
+            dir,
+            log,
+        };
+        webhook.wait_ready().await;
+        webhook
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.admin_url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "webhook not ready after 30s; log:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POST a review to /mutate over TLS: (HTTP status, body).
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> (u16, String) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request to the webhook");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// POST an AdmissionReview to /mutate and return the raw body and the parsed response.
+    pub async fn mutate(&self, review: &Value) -> (String, Value) {
+        let (status, body) = self.post("/mutate", serde_json::to_vec(review).unwrap()).await;
+        assert_eq!(status, 200, "body: {body}");
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        (body, parsed["response"].clone())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.admin_url)).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
