@@ -29,7 +29,10 @@ pub struct FetchCache {
 impl FetchCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            entries: Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
+            entries: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -48,7 +51,9 @@ impl FetchCache {
         };
         // Errors are shared with the waiters of this flight but never cached.
         self.entries
-            .try_get_with(key, async { provider.fetch(identity, store, keys).await.map(Arc::new) })
+            .try_get_with(key, async {
+                provider.fetch(identity, store, keys).await.map(Arc::new)
+            })
             .await
             .map_err(|e: Arc<KeyedError>| (*e).clone())
     }

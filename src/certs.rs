@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -28,7 +28,11 @@ pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Re
     dn.push(DnType::CommonName, "secret-injector webhook CA");
     ca.distinguished_name = dn;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = now - Duration::minutes(5);
     ca.not_after = now + Duration::days(2 * i64::from(days));
     let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
@@ -40,13 +44,24 @@ pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Re
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, dns_names.first().cloned().unwrap_or_else(|| "secret-injector".into()));
+    dn.push(
+        DnType::CommonName,
+        dns_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "secret-injector".into()),
+    );
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + Duration::days(i64::from(days));
-    let cert = params.signed_by(&key, &issuer).context("signing the serving certificate")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the serving certificate")?;
     Ok(Generated {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
@@ -66,10 +81,23 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     dns.extend(args.extra_dns.iter().cloned());
     let generated = generate(&dns, &args.ips, args.days)?;
 
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
-    write(&args.out_dir.join("ca.crt"), generated.ca_pem.as_bytes(), 0o644)?;
-    write(&args.out_dir.join("tls.crt"), generated.cert_pem.as_bytes(), 0o644)?;
-    write(&args.out_dir.join("tls.key"), generated.key_pem.as_bytes(), 0o600)?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    write(
+        &args.out_dir.join("ca.crt"),
+        generated.ca_pem.as_bytes(),
+        0o644,
+    )?;
+    write(
+        &args.out_dir.join("tls.crt"),
+        generated.cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write(
+        &args.out_dir.join("tls.key"),
+        generated.key_pem.as_bytes(),
+        0o600,
+    )?;
     let hmac_path = args.out_dir.join("hmac.key");
     if !hmac_path.exists() {
         // Kept across certificate rotations so recorded digests stay comparable.
@@ -80,21 +108,28 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     }
     let bundle = base64::engine::general_purpose::STANDARD.encode(generated.ca_pem.as_bytes());
     for path in &args.webhook_configs {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let (updated, count) = set_ca_bundle(&text, &bundle);
         if count == 0 {
             anyhow::bail!("{} has no caBundle field to fill", path.display());
         }
         std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote caBundle into {} ({count} webhook(s))", path.display());
+        eprintln!(
+            "wrote caBundle into {} ({count} webhook(s))",
+            path.display()
+        );
     }
-    eprintln!("wrote ca.crt, tls.crt, tls.key and hmac.key to {}", args.out_dir.display());
+    eprintln!(
+        "wrote ca.crt, tls.crt, tls.key and hmac.key to {}",
+        args.out_dir.display()
+    );
     Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -102,7 +137,8 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -127,8 +163,13 @@ pub fn set_ca_bundle(yaml: &str, bundle: &str) -> (String, usize) {
 /// Both CRDs as a multi-document YAML stream, generated from the Rust types.
 pub fn crds_yaml() -> Result<String> {
     use kube::CustomResourceExt;
-    let mut out = String::from("# Generated by `secret-injector crds` from src/store/types.rs. Do not edit.\n");
-    for crd in [crate::store::SecretStore::crd(), crate::store::ClusterSecretStore::crd()] {
+    let mut out = String::from(
+        "# Generated by `secret-injector crds` from src/store/types.rs. Do not edit.\n",
+    );
+    for crd in [
+        crate::store::SecretStore::crd(),
+        crate::store::ClusterSecretStore::crd(),
+    ] {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&crd).context("serialising a CRD")?);
     }
@@ -151,8 +192,12 @@ mod tests {
     #[test]
     fn generated_pair_loads_in_rustls() {
         let g = generate(&["svc.ns.svc".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
-        let certs: Vec<_> = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut g.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(certs.len(), 1);
-        assert!(rustls_pemfile::private_key(&mut g.key_pem.as_bytes()).unwrap().is_some());
+        assert!(rustls_pemfile::private_key(&mut g.key_pem.as_bytes())
+            .unwrap()
+            .is_some());
     }
 }

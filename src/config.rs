@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "secret-injector", version, about = "Injects secrets from Vault/OpenBao and AWS Secrets Manager into pods, using the pod's own identity")]
+#[command(
+    name = "secret-injector",
+    version,
+    about = "Injects secrets from Vault/OpenBao and AWS Secrets Manager into pods, using the pod's own identity"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,7 +40,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_INJECTOR_TLS_KEY")]
     pub tls_key: PathBuf,
     /// Plain-HTTP address for /healthz, /readyz and /metrics.
-    #[arg(long, env = "SECRET_INJECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub admin_listen: SocketAddr,
     /// Internal deadline for one admission; keep it below the webhook's timeoutSeconds (10s).
     #[arg(long, env = "SECRET_INJECTOR_ADMISSION_TIMEOUT", default_value = "8s", value_parser = parse_deadline)]
@@ -62,13 +70,25 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CertsArgs {
     /// Directory for ca.crt, tls.crt, tls.key and hmac.key.
-    #[arg(long, env = "SECRET_INJECTOR_CERTS_OUT_DIR", default_value = "certs/generated")]
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_CERTS_OUT_DIR",
+        default_value = "certs/generated"
+    )]
     pub out_dir: PathBuf,
     /// Namespace of the webhook Service.
-    #[arg(long, env = "SECRET_INJECTOR_CERTS_NAMESPACE", default_value = "secret-injector")]
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_CERTS_NAMESPACE",
+        default_value = "secret-injector"
+    )]
     pub namespace: String,
     /// Name of the webhook Service.
-    #[arg(long, env = "SECRET_INJECTOR_CERTS_SERVICE", default_value = "secret-injector")]
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_CERTS_SERVICE",
+        default_value = "secret-injector"
+    )]
     pub service: String,
     /// Extra DNS names for the serving certificate.
     #[arg(long = "dns")]
@@ -97,7 +117,9 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 fn parse_deadline(s: &str) -> Result<Duration, String> {
     let d = parse_interval(s)?;
     if d.is_zero() || d > Duration::from_secs(29) {
-        return Err("must be between 1s and 29s (the API server caps webhook timeouts at 30s)".into());
+        return Err(
+            "must be between 1s and 29s (the API server caps webhook timeouts at 30s)".into(),
+        );
     }
     Ok(d)
 }
@@ -109,12 +131,31 @@ mod tests {
     #[test]
     fn flags_and_env() {
         let cli = Cli::try_parse_from([
-            "secret-injector", "serve", "--tls-cert", "c", "--tls-key", "k", "--admission-timeout", "5s",
+            "secret-injector",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--admission-timeout",
+            "5s",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.admission_timeout, Duration::from_secs(5));
         assert_eq!(args.listen.port(), 8443);
-        assert!(Cli::try_parse_from(["secret-injector", "serve", "--tls-cert", "c", "--tls-key", "k", "--admission-timeout", "45s"]).is_err());
+        assert!(Cli::try_parse_from([
+            "secret-injector",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--admission-timeout",
+            "45s"
+        ])
+        .is_err());
     }
 }

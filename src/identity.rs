@@ -19,7 +19,11 @@ pub struct PodIdentity {
 
 impl std::fmt::Display for PodIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServiceAccount {}/{}", self.namespace, self.service_account)
+        write!(
+            f,
+            "ServiceAccount {}/{}",
+            self.namespace, self.service_account
+        )
     }
 }
 
@@ -34,7 +38,7 @@ pub enum IdentityError {
     Api {
         identity: PodIdentity,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("TokenRequest for {identity} returned no token")]
     Empty { identity: PodIdentity },
@@ -52,7 +56,11 @@ impl TokenIssuer {
 
     /// A token for the pod's ServiceAccount with the given audiences (empty ⇒ the API
     /// server's default audience), valid for [`TOKEN_TTL`].
-    pub async fn issue(&self, identity: &PodIdentity, audiences: &[String]) -> Result<SecretToken, IdentityError> {
+    pub async fn issue(
+        &self,
+        identity: &PodIdentity,
+        audiences: &[String],
+    ) -> Result<SecretToken, IdentityError> {
         let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &identity.namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
@@ -71,7 +79,7 @@ impl TokenIssuer {
                 },
                 _ => IdentityError::Api {
                     identity: identity.clone(),
-                    source,
+                    source: Box::new(source),
                 },
             })?;
         let token = response

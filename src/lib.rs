@@ -35,11 +35,22 @@ use crate::redact::SecretBytes;
 /// Install the tracing subscriber. Backend client libraries are silenced whatever the user's
 /// filter says: their debug output can include request bodies.
 pub fn init_tracing(format: LogFormat, filter: &str) {
-    let mut env_filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for directive in ["rustify=off", "vaultrs=off", "reqwest=warn", "hyper=warn", "hyper_util=warn", "h2=warn", "rustls=warn"] {
+    let mut env_filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in [
+        "rustify=off",
+        "vaultrs=off",
+        "reqwest=warn",
+        "hyper=warn",
+        "hyper_util=warn",
+        "h2=warn",
+        "rustls=warn",
+    ] {
         env_filter = env_filter.add_directive(directive.parse().expect("static directive"));
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -49,13 +60,20 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
 fn load_digest_key(args: &ServeArgs) -> anyhow::Result<DigestKey> {
     match &args.hmac_key_file {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading the HMAC key {}", path.display()))?;
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the HMAC key {}", path.display()))?;
             let trimmed: Vec<u8> = bytes.trim_ascii().to_vec();
-            anyhow::ensure!(trimmed.len() >= 32, "the HMAC key in {} is shorter than 32 bytes", path.display());
+            anyhow::ensure!(
+                trimmed.len() >= 32,
+                "the HMAC key in {} is shorter than 32 bytes",
+                path.display()
+            );
             Ok(DigestKey::new(SecretBytes::new(trimmed)))
         }
         None => {
-            warn!("no --hmac-key-file: using a random HMAC key; recorded digests change on restart");
+            warn!(
+                "no --hmac-key-file: using a random HMAC key; recorded digests change on restart"
+            );
             Ok(DigestKey::random())
         }
     }
@@ -118,7 +136,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_api(client: kube::Client, ready: Arc<AtomicBool>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn wait_for_api(
+    client: kube::Client,
+    ready: Arc<AtomicBool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         match client.apiserver_version().await {

@@ -65,7 +65,8 @@ impl DigestKey {
 
     /// HMAC-SHA256 over the sorted, length-prefixed entries, hex-encoded.
     pub fn digest(&self, data: &BTreeMap<String, SecretBytes>) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose()).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
+            .expect("HMAC takes any key length");
         for (k, v) in data {
             mac.update(&(k.len() as u64).to_be_bytes());
             mac.update(k.as_bytes());
@@ -109,7 +110,7 @@ pub enum ManagedError {
     Api {
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("writing Secret {name} kept conflicting with concurrent writers; try again")]
     Contended { name: String },
@@ -121,7 +122,10 @@ pub enum Existing {
     Absent,
     /// Ours, for the same owner and ServiceAccount. `current`: same source spec and synced
     /// within its refresh interval, so admission needs no backend call.
-    Ours { secret: Box<Secret>, current: bool },
+    Ours {
+        secret: Box<Secret>,
+        current: bool,
+    },
 }
 
 /// Everything needed to write one managed Secret except the values.
@@ -143,18 +147,29 @@ impl Target<'_> {
 }
 
 /// Read the target and apply the ownership guard.
-pub async fn inspect(api: &Api<Secret>, target: &Target<'_>, now: OffsetDateTime) -> Result<Existing, ManagedError> {
-    let found = api.get_opt(target.name()).await.map_err(|source| ManagedError::Api {
-        name: target.name().to_string(),
-        source,
-    })?;
+pub async fn inspect(
+    api: &Api<Secret>,
+    target: &Target<'_>,
+    now: OffsetDateTime,
+) -> Result<Existing, ManagedError> {
+    let found = api
+        .get_opt(target.name())
+        .await
+        .map_err(|source| ManagedError::Api {
+            name: target.name().to_string(),
+            source: Box::new(source),
+        })?;
     match found {
         None => Ok(Existing::Absent),
         Some(secret) => classify(secret, target, now),
     }
 }
 
-fn classify(secret: Secret, target: &Target<'_>, now: OffsetDateTime) -> Result<Existing, ManagedError> {
+fn classify(
+    secret: Secret,
+    target: &Target<'_>,
+    now: OffsetDateTime,
+) -> Result<Existing, ManagedError> {
     let name = target.name().to_string();
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
@@ -170,7 +185,9 @@ fn classify(secret: Secret, target: &Target<'_>, now: OffsetDateTime) -> Result<
         existing => {
             return Err(ManagedError::OtherOwner {
                 name,
-                existing_owner: existing.cloned().unwrap_or_else(|| "an unknown owner".into()),
+                existing_owner: existing
+                    .cloned()
+                    .unwrap_or_else(|| "an unknown owner".into()),
                 owner,
             })
         }
@@ -181,17 +198,23 @@ fn classify(secret: Secret, target: &Target<'_>, now: OffsetDateTime) -> Result<
         existing => {
             return Err(ManagedError::OtherServiceAccount {
                 name,
-                existing: existing.cloned().unwrap_or_else(|| "(none recorded)".into()),
+                existing: existing
+                    .cloned()
+                    .unwrap_or_else(|| "(none recorded)".into()),
                 requested: sa.clone(),
             })
         }
     }
-    let same_source = annotations.get(ANN_SOURCE).map(String::as_str) == Some(target.source_json().as_str());
+    let same_source =
+        annotations.get(ANN_SOURCE).map(String::as_str) == Some(target.source_json().as_str());
     let interval = target.item.refresh_interval;
     let synced_recently = annotations
         .get(ANN_LAST_SYNC)
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-        .is_some_and(|t| interval.is_zero() || now - t < time::Duration::try_from(interval).unwrap_or(time::Duration::MAX));
+        .is_some_and(|t| {
+            interval.is_zero()
+                || now - t < time::Duration::try_from(interval).unwrap_or(time::Duration::MAX)
+        });
     Ok(Existing::Ours {
         current: same_source && synced_recently,
         secret: Box::new(secret),
@@ -199,17 +222,31 @@ fn classify(secret: Secret, target: &Target<'_>, now: OffsetDateTime) -> Result<
 }
 
 /// Build the desired Secret.
-pub fn build(target: &Target<'_>, data: &BTreeMap<String, SecretBytes>, key: &DigestKey, now: OffsetDateTime) -> Secret {
+pub fn build(
+    target: &Target<'_>,
+    data: &BTreeMap<String, SecretBytes>,
+    key: &DigestKey,
+    now: OffsetDateTime,
+) -> Secret {
     let mut annotations = BTreeMap::new();
     annotations.insert(ANN_SOURCE.to_string(), target.source_json());
-    annotations.insert(ANN_SERVICE_ACCOUNT.to_string(), target.identity.service_account.clone());
+    annotations.insert(
+        ANN_SERVICE_ACCOUNT.to_string(),
+        target.identity.service_account.clone(),
+    );
     annotations.insert(
         ANN_REFRESH_INTERVAL.to_string(),
         format_duration(target.item.refresh_interval),
     );
     annotations.insert(ANN_OWNER.to_string(), target.owner.reference());
-    annotations.insert(ANN_ROLLOUT.to_string(), target.item.rollout.as_str().to_string());
-    annotations.insert(ANN_LAST_SYNC.to_string(), now.format(&Rfc3339).expect("RFC 3339 formats"));
+    annotations.insert(
+        ANN_ROLLOUT.to_string(),
+        target.item.rollout.as_str().to_string(),
+    );
+    annotations.insert(
+        ANN_LAST_SYNC.to_string(),
+        now.format(&Rfc3339).expect("RFC 3339 formats"),
+    );
     annotations.insert(ANN_DATA_HMAC.to_string(), key.digest(data));
     let owner_references = target.owner.uid.as_ref().map(|uid| {
         vec![OwnerReference {
@@ -225,7 +262,10 @@ pub fn build(target: &Target<'_>, data: &BTreeMap<String, SecretBytes>, key: &Di
         metadata: ObjectMeta {
             name: Some(target.name().to_string()),
             namespace: Some(target.namespace.to_string()),
-            labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())])),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
             annotations: Some(annotations),
             owner_references,
             ..Default::default()
@@ -259,7 +299,7 @@ pub async fn write(
     let name = target.name().to_string();
     let api_err = |source| ManagedError::Api {
         name: name.clone(),
-        source,
+        source: Box::new(source),
     };
     for _attempt in 0..4 {
         let now = OffsetDateTime::now_utc();
@@ -278,8 +318,18 @@ pub async fn write(
             },
             Existing::Ours { secret, .. } => {
                 let ann = secret.metadata.annotations.clone().unwrap_or_default();
-                let same = ann.get(ANN_DATA_HMAC) == desired.metadata.annotations.as_ref().and_then(|a| a.get(ANN_DATA_HMAC))
-                    && ann.get(ANN_SOURCE) == desired.metadata.annotations.as_ref().and_then(|a| a.get(ANN_SOURCE))
+                let same = ann.get(ANN_DATA_HMAC)
+                    == desired
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ANN_DATA_HMAC))
+                    && ann.get(ANN_SOURCE)
+                        == desired
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(ANN_SOURCE))
                     && secret.data.as_ref() == desired.data.as_ref();
                 if same {
                     return Ok(WriteOutcome::Unchanged);

@@ -60,7 +60,10 @@ impl Metrics {
             admissions.clone(),
         );
         let admission_seconds = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
         });
         registry.register(
             "admission_duration_seconds",
@@ -96,19 +99,37 @@ impl Metrics {
     }
 
     pub fn admission(&self, webhook: &'static str, result: &'static str, seconds: f64) {
-        self.0.admissions.get_or_create(&AdmissionLabels { webhook, result }).inc();
-        self.0.admission_seconds.get_or_create(&WebhookLabels { webhook }).observe(seconds);
+        self.0
+            .admissions
+            .get_or_create(&AdmissionLabels { webhook, result })
+            .inc();
+        self.0
+            .admission_seconds
+            .get_or_create(&WebhookLabels { webhook })
+            .observe(seconds);
     }
 
-    pub fn backend_call(&self, provider: &'static str, operation: &'static str, result: &'static str) {
+    pub fn backend_call(
+        &self,
+        provider: &'static str,
+        operation: &'static str,
+        result: &'static str,
+    ) {
         self.0
             .backend_calls
-            .get_or_create(&BackendLabels { provider, operation, result })
+            .get_or_create(&BackendLabels {
+                provider,
+                operation,
+                result,
+            })
             .inc();
     }
 
     pub fn secret_write(&self, operation: &'static str) {
-        self.0.secret_writes.get_or_create(&WriteLabels { operation }).inc();
+        self.0
+            .secret_writes
+            .get_or_create(&WriteLabels { operation })
+            .inc();
     }
 
     pub fn deadline_exceeded(&self) {
@@ -118,7 +139,8 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

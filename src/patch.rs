@@ -6,8 +6,8 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EnvVarSource, KeyToPath, Pod, SecretEnvSource, SecretKeySelector,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvFromSource, EnvVar, EnvVarSource, KeyToPath, Pod, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -71,7 +71,8 @@ impl Builder {
         if *exists {
             let mut p = pointer(path);
             p.push_back("-");
-            self.ops.push(PatchOperation::Add(AddOperation { path: p, value }));
+            self.ops
+                .push(PatchOperation::Add(AddOperation { path: p, value }));
         } else {
             self.ops.push(PatchOperation::Add(AddOperation {
                 path: pointer(path),
@@ -103,20 +104,32 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
             index,
             container,
         })
-        .chain(pod_spec.containers.iter().enumerate().map(|(index, container)| ContainerRef {
-            list: "containers",
-            index,
-            container,
-        }))
+        .chain(
+            pod_spec
+                .containers
+                .iter()
+                .enumerate()
+                .map(|(index, container)| ContainerRef {
+                    list: "containers",
+                    index,
+                    container,
+                }),
+        )
         .collect();
 
     // Pod-level volumes first, so container mounts never reference a missing volume.
     let mut volumes_exist = pod_spec.volumes.is_some();
     for item in &spec.items {
-        let Some(files) = &item.exposure.files else { continue };
+        let Some(files) = &item.exposure.files else {
+            continue;
+        };
         let name = volume_name(&item.secret_name);
         if let Some(existing) = pod_spec.volumes.iter().flatten().find(|v| v.name == name) {
-            let same = existing.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(item.secret_name.as_str());
+            let same = existing
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                == Some(item.secret_name.as_str());
             if same {
                 continue;
             }
@@ -150,7 +163,11 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
         let items: Vec<&SecretItem> = spec
             .items
             .iter()
-            .filter(|i| i.containers.as_ref().is_none_or(|names| names.iter().any(|n| *n == c.container.name)))
+            .filter(|i| {
+                i.containers
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&c.container.name))
+            })
             .collect();
         if items.is_empty() {
             continue;
@@ -161,12 +178,22 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
     }
 
     // Status annotations.
-    let names = spec.items.iter().map(|i| i.secret_name.as_str()).collect::<Vec<_>>().join(",");
-    let wanted = [(ANN_STATUS, STATUS_INJECTED.to_string()), (ANN_SECRETS, names)];
+    let names = spec
+        .items
+        .iter()
+        .map(|i| i.secret_name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let wanted = [
+        (ANN_STATUS, STATUS_INJECTED.to_string()),
+        (ANN_SECRETS, names),
+    ];
     match &pod.metadata.annotations {
         None => {
-            let map: serde_json::Map<String, Value> =
-                wanted.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+            let map: serde_json::Map<String, Value> = wanted
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                .collect();
             b.ops.push(PatchOperation::Add(AddOperation {
                 path: pointer(&["metadata", "annotations"]),
                 value: Value::Object(map),
@@ -185,7 +212,10 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
         }
     }
 
-    Ok(PodPatch { ops: b.ops, warnings })
+    Ok(PodPatch {
+        ops: b.ops,
+        warnings,
+    })
 }
 
 fn plan_container(
@@ -233,11 +263,11 @@ fn plan_container(
 
     let mut env_from_exists = container.env_from.is_some();
     for item in items.iter().filter(|i| i.exposure.env_from) {
-        let present = container
-            .env_from
-            .iter()
-            .flatten()
-            .any(|e| e.secret_ref.as_ref().is_some_and(|s| s.name == item.secret_name));
+        let present = container.env_from.iter().flatten().any(|e| {
+            e.secret_ref
+                .as_ref()
+                .is_some_and(|s| s.name == item.secret_name)
+        });
         if present {
             continue;
         }
@@ -253,13 +283,18 @@ fn plan_container(
 
     let mut mounts_exist = container.volume_mounts.is_some();
     for item in items {
-        let Some(files) = &item.exposure.files else { continue };
+        let Some(files) = &item.exposure.files else {
+            continue;
+        };
         let volume = volume_name(&item.secret_name);
         let mounts = container.volume_mounts.iter().flatten();
         if mounts.clone().any(|m| m.name == volume) {
             continue;
         }
-        if mounts.clone().any(|m| m.mount_path.trim_end_matches('/') == files.mount_path) {
+        if mounts
+            .clone()
+            .any(|m| m.mount_path.trim_end_matches('/') == files.mount_path)
+        {
             return Err(PatchError::MountConflict {
                 origin: item.origin.clone(),
                 container: container.name.clone(),
@@ -289,7 +324,14 @@ mod tests {
     }
 
     fn spec_for(pod: &Pod) -> InjectionSpec {
-        let names: Vec<String> = pod.spec.as_ref().unwrap().containers.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         let ann: BTreeMap<String, String> = pod.metadata.annotations.clone().unwrap_or_default();
         parse(
             &ann,
@@ -335,14 +377,37 @@ mod tests {
         let patched = apply(&p, &patch);
         let app = &patched.spec.as_ref().unwrap().containers[0];
         let env = app.env.as_ref().unwrap();
-        assert_eq!(env.iter().find(|e| e.name == "KEEP").unwrap().value.as_deref(), Some("mine"));
+        assert_eq!(
+            env.iter()
+                .find(|e| e.name == "KEEP")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("mine")
+        );
         let pw = env.iter().find(|e| e.name == "DB_PASSWORD").unwrap();
-        let r = pw.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((r.name.as_str(), r.key.as_str()), ("api-injected", "DB_PASSWORD"));
+        let r = pw
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("api-injected", "DB_PASSWORD")
+        );
         assert!(pw.value.is_none());
         let sidecar = &patched.spec.as_ref().unwrap().containers[1];
         assert_eq!(sidecar.env.as_ref().unwrap().len(), 2);
-        assert_eq!(sidecar.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "api-injected");
+        assert_eq!(
+            sidecar.env_from.as_ref().unwrap()[0]
+                .secret_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "api-injected"
+        );
         let mount = &sidecar.volume_mounts.as_ref().unwrap()[0];
         assert_eq!(mount.mount_path, "/var/run/secret-injector");
         assert_eq!(mount.read_only, Some(true));
@@ -351,7 +416,10 @@ mod tests {
         assert_eq!(items[0].key, "ca.crt");
         let ann = patched.metadata.annotations.as_ref().unwrap();
         assert_eq!(ann.get(ANN_STATUS).map(String::as_str), Some("injected"));
-        assert_eq!(ann.get(ANN_SECRETS).map(String::as_str), Some("api-injected"));
+        assert_eq!(
+            ann.get(ANN_SECRETS).map(String::as_str),
+            Some("api-injected")
+        );
 
         // Applying the webhook to its own output changes nothing (and warns as before).
         let again = plan(&patched, &spec).unwrap();
@@ -374,7 +442,11 @@ mod tests {
         let names = vec!["init".to_string(), "app".to_string(), "other".to_string()];
         let spec = parse(
             p.metadata.annotations.as_ref().unwrap(),
-            &ParseContext { workload_name: Some("w"), container_names: &names, min_refresh_interval: Duration::ZERO },
+            &ParseContext {
+                workload_name: Some("w"),
+                container_names: &names,
+                min_refresh_interval: Duration::ZERO,
+            },
         )
         .unwrap()
         .unwrap();
@@ -396,7 +468,10 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "x", "volumeMounts": [{"name": "cfg", "mountPath": "/etc/app"}]}]}
         }));
         let spec = spec_for(&p);
-        assert!(matches!(plan(&p, &spec), Err(PatchError::MountConflict { .. })));
+        assert!(matches!(
+            plan(&p, &spec),
+            Err(PatchError::MountConflict { .. })
+        ));
     }
 
     #[test]

@@ -99,7 +99,8 @@ fn looks_like_credential(word: &str) -> bool {
             .any(|p| w.starts_with(p) && w.len() >= 20)
         || w.starts_with("ASIA") && w.len() >= 16
         || (w.len() >= 40
-            && w.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_')))
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_')))
 }
 
 #[cfg(test)]

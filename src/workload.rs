@@ -17,7 +17,7 @@ pub struct WorkloadError {
     pub kind: String,
     pub name: String,
     #[source]
-    pub source: kube::Error,
+    pub source: Box<kube::Error>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +33,11 @@ pub struct Workload {
 /// Maximum owner depth we follow (Pod → Job → CronJob is 2; guard against cycles).
 const MAX_DEPTH: usize = 4;
 
-pub async fn resolve(client: &Client, namespace: &str, pod: &Pod) -> Result<Workload, WorkloadError> {
+pub async fn resolve(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+) -> Result<Workload, WorkloadError> {
     let mut next = controller_of(&pod.metadata);
     let mut top: Option<OwnerReference> = None;
     let mut levels: Vec<BTreeMap<String, String>> = Vec::new();
@@ -74,12 +78,19 @@ pub async fn resolve(client: &Client, namespace: &str, pod: &Pod) -> Result<Work
 
 fn controller_of(meta: &ObjectMeta) -> Option<OwnerReference> {
     let refs = meta.owner_references.as_ref()?;
-    refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first()).cloned()
+    refs.iter()
+        .find(|r| r.controller == Some(true))
+        .or_else(|| refs.first())
+        .cloned()
 }
 
 /// The owner's metadata, or None for kinds we do not read (custom controllers) or owners
 /// that are already gone; those end the chain.
-async fn fetch_meta(client: &Client, namespace: &str, r: &OwnerReference) -> Result<Option<ObjectMeta>, WorkloadError> {
+async fn fetch_meta(
+    client: &Client,
+    namespace: &str,
+    r: &OwnerReference,
+) -> Result<Option<ObjectMeta>, WorkloadError> {
     let group = r.api_version.split('/').next().unwrap_or_default();
     let result = match (group, r.kind.as_str()) {
         ("apps", "ReplicaSet") => get::<ReplicaSet>(client, namespace, &r.name).await,
@@ -93,13 +104,20 @@ async fn fetch_meta(client: &Client, namespace: &str, r: &OwnerReference) -> Res
     result.map_err(|source| WorkloadError {
         kind: r.kind.clone(),
         name: r.name.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
-async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<ObjectMeta>, kube::Error>
+async fn get<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ObjectMeta>, kube::Error>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     Ok(Api::<K>::namespaced(client.clone(), namespace)

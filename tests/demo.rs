@@ -1,1 +1,259 @@
-fn main(){}
+//! `make demo`: the payments story end to end on this machine, with no cluster.
+//!
+//! Starts a real OpenBao (dev mode) and the in-repo Kubernetes API stand-in, runs the real
+//! `secret-injector serve` binary over TLS, creates a labelled namespace, a ServiceAccount, a
+//! Vault policy and Kubernetes-auth role, a SecretStore and an annotated Deployment, sends the
+//! Deployment's pod through `/mutate` exactly as the API server would, and prints the patch and
+//! the managed Secret (values redacted). Everything is stopped on exit.
+
+mod support;
+
+use std::process::ExitCode;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::openbao::OpenBao;
+use support::rig::{apply_patch, decoded_patch, pod_review};
+use support::standin::StandIn;
+use support::webhook::Webhook;
+
+fn step(n: u32, text: &str) {
+    println!("\n\x1b[1m[{n}] {text}\x1b[0m");
+}
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(demo()) {
+        Ok(()) => {
+            println!("\n\x1b[1;32mdemo finished: the pod was admitted with references only; the values live in the managed Secret.\x1b[0m");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\n\x1b[1;31mdemo failed: {e}\x1b[0m");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> Result<(), String> {
+    step(
+        1,
+        "Starting OpenBao (bao server -dev) and the Kubernetes API stand-in",
+    );
+    let bao = OpenBao::start().await;
+    let standin = StandIn::start().await;
+    println!("    OpenBao   {}", bao.addr());
+    println!("    API       {}", standin.url());
+    let client = standin.client();
+    let pp = PostParams::default();
+
+    step(
+        2,
+        "Platform team: label the namespace and create the workload's ServiceAccount",
+    );
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "payments", "labels": {"secret-injector.io/inject": "enabled"}}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "payments-api"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "payments")
+        .create(&pp, &sa)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("    namespace/payments  label secret-injector.io/inject=enabled");
+    println!("    serviceaccount/payments-api");
+
+    step(
+        3,
+        "Security team: the secret lives in Vault, readable only by payments/payments-api",
+    );
+    bao.kv_put(
+        "secret",
+        2,
+        "payments/db",
+        json!({"username": "payments_app", "password": "demo-only-not-a-real-password"}),
+    )
+    .await;
+    bao.write_policy(
+        "payments-read",
+        r#"path "secret/data/payments/*" { capabilities = ["read"] }"#,
+    )
+    .await;
+    standin.seed(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}),
+    );
+    standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vault-reviewer", "namespace": "kube-system"}}));
+    let reviewer = standin.issue_token("kube-system", "vault-reviewer", &[], 3600);
+    bao.enable_kubernetes_auth("kubernetes", &standin.url(), &reviewer)
+        .await;
+    bao.kubernetes_role(
+        "kubernetes",
+        "payments",
+        &["payments-api"],
+        &["payments"],
+        &["payments-read"],
+        Some("vault"),
+    )
+    .await;
+    println!("    secret/payments/db          {{username, password}}");
+    println!("    policy payments-read        read secret/data/payments/*");
+    println!("    auth/kubernetes/role/payments  bound to payments/payments-api, audience vault");
+
+    step(4, "Platform team: a SecretStore for the namespace");
+    let store = json!({
+        "apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "vault-backend", "namespace": "payments"},
+        "spec": {"provider": {"vault": {"server": bao.addr(), "path": "secret", "version": "v2",
+            "auth": {"kubernetes": {"mountPath": "kubernetes", "role": "payments", "audiences": ["vault"]}}}}}
+    });
+    let store_api: Api<secret_injector::store::SecretStore> =
+        Api::namespaced(client.clone(), "payments");
+    store_api
+        .create(&pp, &serde_json::from_value(store).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "    secretstore/vault-backend → {} (KV v2 at secret/, Kubernetes auth)",
+        bao.addr()
+    );
+
+    step(5, "App team: annotate the Deployment's pod template");
+    let annotations = json!({
+        "secret-injector.io/store": "vault-backend",
+        "secret-injector.io/env.DB_USERNAME": "payments/db#username",
+        "secret-injector.io/env.DB_PASSWORD": "payments/db#password",
+        "secret-injector.io/refresh-interval": "1h"
+    });
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "payments-api"},
+        "spec": {"selector": {"matchLabels": {"app": "payments-api"}},
+            "template": {"metadata": {"labels": {"app": "payments-api"}, "annotations": annotations},
+                "spec": {"serviceAccountName": "payments-api", "containers": [{"name": "app", "image": "payments:1"}]}}}
+    }))
+    .unwrap();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), "payments")
+        .create(&pp, &deployment)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (k, v) in annotations.as_object().unwrap() {
+        println!("    {k}: {}", v.as_str().unwrap());
+    }
+    // What the Deployment controller would do next: a ReplicaSet owned by the Deployment.
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "payments-api-7c9f8d6b5", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api",
+            "uid": deployment.metadata.uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "payments-api"}}}
+    }))
+    .unwrap();
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), "payments")
+        .create(&pp, &rs)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    step(
+        6,
+        "Starting the webhook: secret-injector serve (TLS, real binary)",
+    );
+    let webhook = Webhook::start(&standin).await;
+    println!(
+        "    {}/mutate   admin {}/metrics",
+        webhook.url, webhook.admin_url
+    );
+
+    step(
+        7,
+        "The ReplicaSet creates a pod: the API server sends it to /mutate",
+    );
+    let rs_uid = rs.metadata.uid.unwrap_or_default();
+    let mut review = pod_review(
+        "demo-0001",
+        Some(("payments-api-7c9f8d6b5", &rs_uid)),
+        "payments-api",
+        annotations.clone(),
+    );
+    let (_, response) = webhook.mutate(&review).await;
+    if response["allowed"] != true {
+        return Err(format!(
+            "the pod was denied: {}",
+            response["status"]["message"]
+        ));
+    }
+    let patch = decoded_patch(&response).ok_or("no patch in the response")?;
+    println!("    allowed: true, uid echoed: {}", response["uid"]);
+    println!("    JSONPatch:");
+    for line in serde_json::to_string_pretty(&patch).unwrap().lines() {
+        println!("      {line}");
+    }
+
+    step(8, "The managed Secret (values redacted)");
+    let secret = Api::<Secret>::namespaced(client.clone(), "payments")
+        .get("payments-api-injected")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "    secret/payments-api-injected  type {}",
+        secret.type_.as_deref().unwrap_or("")
+    );
+    for (k, v) in secret.data.iter().flatten() {
+        println!("      {k}: <redacted, {} bytes>", v.0.len());
+    }
+    for (k, v) in secret.metadata.annotations.iter().flatten() {
+        println!("      annotation {k}: {v}");
+    }
+    for o in secret.metadata.owner_references.iter().flatten() {
+        println!("      ownerReference {}/{}", o.kind, o.name);
+    }
+    let tokens = standin.token_requests();
+    println!(
+        "    TokenRequests: {} (for {}/{} audience {:?})",
+        tokens.len(),
+        tokens.first().map(|t| t.namespace.as_str()).unwrap_or("-"),
+        tokens
+            .first()
+            .map(|t| t.service_account.as_str())
+            .unwrap_or("-"),
+        tokens
+            .first()
+            .map(|t| t.audiences.clone())
+            .unwrap_or_default()
+    );
+
+    step(
+        9,
+        "The next pod of the same Deployment: served from the existing Secret",
+    );
+    apply_patch(&mut review, &response);
+    let before = standin.token_requests().len();
+    let fresh = pod_review(
+        "demo-0002",
+        Some(("payments-api-7c9f8d6b5", &rs_uid)),
+        "payments-api",
+        annotations,
+    );
+    let (_, second) = webhook.mutate(&fresh).await;
+    if second["allowed"] != true || standin.token_requests().len() != before {
+        return Err(
+            "the second pod should be admitted from the existing Secret without a TokenRequest"
+                .into(),
+        );
+    }
+    println!(
+        "    allowed: {}, new TokenRequests: {}, Vault calls: none (the Secret is current)",
+        second["allowed"],
+        standin.token_requests().len() - before
+    );
+
+    step(10, "Cleaning up");
+    drop(webhook);
+    drop(standin);
+    drop(bao);
+    println!("    webhook, API stand-in and OpenBao stopped");
+    Ok(())
+}

@@ -43,7 +43,10 @@ async fn deployment_pod_gets_vault_values_through_a_managed_secret() {
     let rig = Rig::start().await;
     let webhook = Webhook::start(&rig.standin).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
-    let deployment_uid = rig.standin.object("deployments", Some(NS), DEPLOYMENT).unwrap()["metadata"]["uid"]
+    let deployment_uid = rig
+        .standin
+        .object("deployments", Some(NS), DEPLOYMENT)
+        .unwrap()["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -57,45 +60,92 @@ async fn deployment_pod_gets_vault_values_through_a_managed_secret() {
     assert_eq!(
         env_refs(&patch),
         vec![
-            ("DB_PASSWORD".into(), "payments-api-injected".into(), "DB_PASSWORD".into()),
-            ("DB_USERNAME".into(), "payments-api-injected".into(), "DB_USERNAME".into()),
+            (
+                "DB_PASSWORD".into(),
+                "payments-api-injected".into(),
+                "DB_PASSWORD".into()
+            ),
+            (
+                "DB_USERNAME".into(),
+                "payments-api-injected".into(),
+                "DB_USERNAME".into()
+            ),
         ]
     );
 
     // The managed Secret holds exactly the Vault values and belongs to the Deployment.
-    let secret = rig.standin.object("secrets", Some(NS), "payments-api-injected").expect("managed Secret");
+    let secret = rig
+        .standin
+        .object("secrets", Some(NS), "payments-api-injected")
+        .expect("managed Secret");
     let data = secret_data(&secret);
     assert_eq!(data.len(), 2);
     assert_eq!(data["DB_USERNAME"], DB_USERNAME);
     assert_eq!(data["DB_PASSWORD"], DB_PASSWORD);
     assert_eq!(secret["type"], "Opaque");
-    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "secret-injector");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "secret-injector"
+    );
     let owner = &secret["metadata"]["ownerReferences"][0];
-    assert_eq!((owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].as_str()), (Some("Deployment"), Some(DEPLOYMENT), Some(deployment_uid.as_str())));
+    assert_eq!(
+        (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            owner["uid"].as_str()
+        ),
+        (
+            Some("Deployment"),
+            Some(DEPLOYMENT),
+            Some(deployment_uid.as_str())
+        )
+    );
     let ann = &secret["metadata"]["annotations"];
     assert_eq!(ann["secret-injector.io/service-account"], SA);
     assert_eq!(ann["secret-injector.io/owner"], "Deployment/payments-api");
     assert_eq!(ann["secret-injector.io/refresh-interval"], "1h");
-    assert_eq!(ann["secret-injector.io/data-hmac"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        ann["secret-injector.io/data-hmac"].as_str().unwrap().len(),
+        64
+    );
 
     // The token was requested for the pod's own ServiceAccount, with the store's audience.
     let requests = rig.standin.token_requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
-    assert_eq!((requests[0].namespace.as_str(), requests[0].service_account.as_str()), (NS, SA));
+    assert_eq!(
+        (
+            requests[0].namespace.as_str(),
+            requests[0].service_account.as_str()
+        ),
+        (NS, SA)
+    );
     assert_eq!(requests[0].audiences, vec!["vault".to_string()]);
     assert_eq!(requests[0].expiration_seconds, 600);
-    assert!(rig.standin.token_reviews().iter().any(|r| r.authenticated && r.audiences == vec!["vault".to_string()]));
+    assert!(rig
+        .standin
+        .token_reviews()
+        .iter()
+        .any(|r| r.authenticated && r.audiences == vec!["vault".to_string()]));
 
     // No value anywhere it must not be: response (raw and decoded patch), Secret annotations, logs.
     assert_no_leak("response", &body, &SENTINELS);
     assert_no_leak("patch", &patch.to_string(), &SENTINELS);
-    assert_no_leak("secret annotations", &secret["metadata"].to_string(), &SENTINELS);
+    assert_no_leak(
+        "secret annotations",
+        &secret["metadata"].to_string(),
+        &SENTINELS,
+    );
     assert_no_leak("webhook log", &webhook.logs(), &SENTINELS);
     assert!(!webhook.logs().contains("eyJ"), "a JWT reached the log");
 
     // Metrics count it.
     let metrics = webhook.metrics().await;
-    assert!(metrics.contains(r#"secret_injector_admission_requests_total{webhook="mutate",result="patched"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"secret_injector_admission_requests_total{webhook="mutate",result="patched"} 1"#
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"secret_injector_backend_requests_total{provider="vault",operation="login",result="ok"} 1"#), "{metrics}");
 }
 
@@ -104,14 +154,28 @@ async fn unbound_service_account_is_denied_with_the_403_even_right_after_a_bound
     let rig = Rig::start().await;
     let webhook = Webhook::start(&rig.standin).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
-    let (_, ok) = webhook.mutate(&pod_review("uid-bound", Some((REPLICASET, &rs_uid)), SA, short_form())).await;
+    let (_, ok) = webhook
+        .mutate(&pod_review(
+            "uid-bound",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            short_form(),
+        ))
+        .await;
     assert_eq!(ok["allowed"], true);
 
     // Another workload, same store and path, running as a ServiceAccount Vault does not bind.
     rig.seed_deployment("fraud-worker", "fraud-worker-66b5d");
     let other_rs = rig.replicaset_uid("fraud-worker-66b5d");
     rig.standin.reset_counts();
-    let (body, denied) = webhook.mutate(&pod_review("uid-intruder", Some(("fraud-worker-66b5d", &other_rs)), "intruder", short_form())).await;
+    let (body, denied) = webhook
+        .mutate(&pod_review(
+            "uid-intruder",
+            Some(("fraud-worker-66b5d", &other_rs)),
+            "intruder",
+            short_form(),
+        ))
+        .await;
     assert_eq!(denied["uid"], "uid-intruder");
     assert_eq!(denied["allowed"], false);
     let message = denied["status"]["message"].as_str().unwrap();
@@ -119,7 +183,10 @@ async fn unbound_service_account_is_denied_with_the_403_even_right_after_a_bound
     assert!(message.contains("403"), "{message}");
     assert!(message.contains("payments/db"), "{message}");
     assert!(message.contains("payments/intruder"), "{message}");
-    assert!(rig.standin.object("secrets", Some(NS), "fraud-worker-injected").is_none());
+    assert!(rig
+        .standin
+        .object("secrets", Some(NS), "fraud-worker-injected")
+        .is_none());
     assert_eq!(rig.standin.writes("secrets"), 0);
     assert!(denied.get("patch").is_none());
     assert_no_leak("denial", &body, &SENTINELS);
@@ -148,24 +215,52 @@ async fn full_form_with_two_items_writes_two_secrets_and_references_both() {
       remoteRef: {key: payments/legacy, property: token}
   inject: {env: false, mountPath: /etc/legacy}
 "#;
-    let review = pod_review("uid-full", Some((REPLICASET, &rs_uid)), SA, json!({"secret-injector.io/external-secrets": items}));
+    let review = pod_review(
+        "uid-full",
+        Some((REPLICASET, &rs_uid)),
+        SA,
+        json!({"secret-injector.io/external-secrets": items}),
+    );
     let (body, response) = webhook.mutate(&review).await;
     assert_eq!(response["allowed"], true, "{body}");
 
-    let db = secret_data(&rig.standin.object("secrets", Some(NS), "payments-db").unwrap());
-    assert_eq!(db.keys().collect::<Vec<_>>(), ["DB_PASSWORD", "api_key", "endpoint"]);
+    let db = secret_data(
+        &rig.standin
+            .object("secrets", Some(NS), "payments-db")
+            .unwrap(),
+    );
+    assert_eq!(
+        db.keys().collect::<Vec<_>>(),
+        ["DB_PASSWORD", "api_key", "endpoint"]
+    );
     assert_eq!(db["DB_PASSWORD"], DB_PASSWORD);
     assert_eq!(db["api_key"], FEED_KEY);
-    let legacy = rig.standin.object("secrets", Some(NS), "payments-legacy").unwrap();
+    let legacy = rig
+        .standin
+        .object("secrets", Some(NS), "payments-legacy")
+        .unwrap();
     assert_eq!(secret_data(&legacy)["token"], "legacy_SENTINEL_tok");
-    assert_eq!(legacy["metadata"]["annotations"]["secret-injector.io/refresh-interval"], "15m");
+    assert_eq!(
+        legacy["metadata"]["annotations"]["secret-injector.io/refresh-interval"],
+        "15m"
+    );
 
     let patch = decoded_patch(&response).unwrap().to_string();
-    assert!(patch.contains(r#""secretRef":{"name":"payments-db","optional":false}"#), "{patch}");
-    assert!(patch.contains(r#""secretName":"payments-legacy""#), "{patch}");
+    assert!(
+        patch.contains(r#""secretRef":{"name":"payments-db","optional":false}"#),
+        "{patch}"
+    );
+    assert!(
+        patch.contains(r#""secretName":"payments-legacy""#),
+        "{patch}"
+    );
     assert!(patch.contains(r#""mountPath":"/etc/legacy""#), "{patch}");
     assert!(patch.contains("payments-db,payments-legacy"), "{patch}");
-    assert_no_leak("response", &body, &[DB_PASSWORD, FEED_KEY, "legacy_SENTINEL_tok"]);
+    assert_no_leak(
+        "response",
+        &body,
+        &[DB_PASSWORD, FEED_KEY, "legacy_SENTINEL_tok"],
+    );
 }
 
 #[tokio::test]
@@ -181,11 +276,18 @@ async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
     assert_eq!(dry_response["allowed"], true);
     assert!(rig.standin.token_requests().is_empty());
     assert_eq!(rig.standin.writes("secrets"), 0);
-    assert!(rig.standin.object("secrets", Some(NS), "payments-api-injected").is_none());
+    assert!(rig
+        .standin
+        .object("secrets", Some(NS), "payments-api-injected")
+        .is_none());
 
     let mut review = pod_review("uid-first", Some((REPLICASET, &rs_uid)), SA, short_form());
     let (_, first) = webhook.mutate(&review).await;
-    assert_eq!(decoded_patch(&first), decoded_patch(&dry_response), "dry run must return the same patch");
+    assert_eq!(
+        decoded_patch(&first),
+        decoded_patch(&dry_response),
+        "dry run must return the same patch"
+    );
     assert_eq!(rig.standin.writes("secrets"), 1);
 
     // Reinvocation: the patched pod comes back; nothing to add, nothing to write.
@@ -195,9 +297,16 @@ async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
     let (_, again) = webhook.mutate(&review).await;
     assert_eq!(again["uid"], "uid-again");
     assert_eq!(again["allowed"], true);
-    assert!(again.get("patch").is_none(), "expected no patch, got {again}");
+    assert!(
+        again.get("patch").is_none(),
+        "expected no patch, got {again}"
+    );
     assert_eq!(rig.standin.writes("secrets"), 0);
-    assert_eq!(rig.standin.count("create", "serviceaccounts/token"), 0, "a warm admission must not mint tokens");
+    assert_eq!(
+        rig.standin.count("create", "serviceaccounts/token"),
+        0,
+        "a warm admission must not mint tokens"
+    );
 }
 
 #[tokio::test]
@@ -211,15 +320,35 @@ async fn a_secret_we_do_not_own_is_never_touched() {
         "type": "Opaque",
         "data": {"DB_PASSWORD": "aGFuZHMtb2Zm"}
     }));
-    let (_, response) = webhook.mutate(&pod_review("uid-foreign", Some((REPLICASET, &rs_uid)), SA, short_form())).await;
+    let (_, response) = webhook
+        .mutate(&pod_review(
+            "uid-foreign",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            short_form(),
+        ))
+        .await;
     assert_eq!(response["allowed"], false);
     let message = response["status"]["message"].as_str().unwrap();
-    assert!(message.contains("payments-api-injected") && message.contains("not managed by secret-injector"), "{message}");
-    let after = rig.standin.object("secrets", Some(NS), "payments-api-injected").unwrap();
-    assert_eq!(after["metadata"]["resourceVersion"], foreign["metadata"]["resourceVersion"]);
+    assert!(
+        message.contains("payments-api-injected")
+            && message.contains("not managed by secret-injector"),
+        "{message}"
+    );
+    let after = rig
+        .standin
+        .object("secrets", Some(NS), "payments-api-injected")
+        .unwrap();
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        foreign["metadata"]["resourceVersion"]
+    );
     assert_eq!(after["data"], foreign["data"]);
     assert_eq!(rig.standin.writes("secrets"), 0);
-    assert!(rig.standin.token_requests().is_empty(), "the guard runs before any TokenRequest");
+    assert!(
+        rig.standin.token_requests().is_empty(),
+        "the guard runs before any TokenRequest"
+    );
 }
 
 #[tokio::test]
@@ -261,16 +390,30 @@ async fn bad_inputs_are_denied_naming_the_field_and_nothing_is_written() {
     for (i, (name, annotations, fragments)) in cases.into_iter().enumerate() {
         rig.standin.reset_counts();
         let uid = format!("uid-bad-{i}");
-        let (body, response) = webhook.mutate(&pod_review(&uid, Some((REPLICASET, &rs_uid)), SA, annotations)).await;
+        let (body, response) = webhook
+            .mutate(&pod_review(
+                &uid,
+                Some((REPLICASET, &rs_uid)),
+                SA,
+                annotations,
+            ))
+            .await;
         assert_eq!(response["uid"], uid.as_str(), "{name}");
         assert_eq!(response["allowed"], false, "{name}: {body}");
         let message = response["status"]["message"].as_str().unwrap();
         eprintln!("{name}: {message}");
         for f in fragments {
-            assert!(message.contains(f), "{name}: {message:?} should contain {f:?}");
+            assert!(
+                message.contains(f),
+                "{name}: {message:?} should contain {f:?}"
+            );
         }
         assert!(response.get("patch").is_none(), "{name}");
-        assert_eq!(rig.standin.writes("secrets"), 0, "{name}: nothing may be written");
+        assert_eq!(
+            rig.standin.writes("secrets"),
+            0,
+            "{name}: nothing may be written"
+        );
         assert_no_leak(name, &body, &SENTINELS);
     }
     assert!(rig.standin.objects("secrets").is_empty());
@@ -285,14 +428,29 @@ async fn pods_without_our_annotations_cost_nothing() {
     rig.standin.reset_counts();
     for (uid, annotations) in [
         ("uid-plain", json!({"prometheus.io/scrape": "true"})),
-        ("uid-optout", json!({"secret-injector.io/inject": "false", "secret-injector.io/store": "vault-backend", "secret-injector.io/env.A": "payments/db#username"})),
+        (
+            "uid-optout",
+            json!({"secret-injector.io/inject": "false", "secret-injector.io/store": "vault-backend", "secret-injector.io/env.A": "payments/db#username"}),
+        ),
     ] {
-        let (_, response) = webhook.mutate(&pod_review(uid, Some((REPLICASET, &rs_uid)), SA, annotations)).await;
+        let (_, response) = webhook
+            .mutate(&pod_review(
+                uid,
+                Some((REPLICASET, &rs_uid)),
+                SA,
+                annotations,
+            ))
+            .await;
         assert_eq!(response["uid"], uid);
         assert_eq!(response["allowed"], true);
         assert!(response.get("patch").is_none());
     }
-    assert_eq!(rig.standin.total_requests(), 0, "{:?}", rig.standin.counts());
+    assert_eq!(
+        rig.standin.total_requests(),
+        0,
+        "{:?}",
+        rig.standin.counts()
+    );
 }
 
 #[tokio::test]
@@ -301,7 +459,12 @@ async fn malformed_bodies_get_a_clean_answer() {
     let webhook = Webhook::start(&rig.standin).await;
     let (status, body) = webhook.post("/mutate", b"{not json".to_vec()).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = webhook.post("/mutate", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()).await;
+    let (status, body) = webhook
+        .post(
+            "/mutate",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+        )
+        .await;
     assert_eq!(status, 200);
     let review: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(review["response"]["allowed"], false);
@@ -311,9 +474,14 @@ async fn malformed_bodies_get_a_clean_answer() {
     let (_, response) = webhook.mutate(&review).await;
     assert_eq!(response["uid"], "uid-broken-pod");
     assert_eq!(response["allowed"], false);
-    assert!(response["status"]["message"].as_str().unwrap().contains("could not be decoded"));
+    assert!(response["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be decoded"));
     // The server is still up.
-    let (_, ok) = webhook.mutate(&pod_review("uid-after", None, SA, json!({}))).await;
+    let (_, ok) = webhook
+        .mutate(&pod_review("uid-after", None, SA, json!({})))
+        .await;
     assert_eq!(ok["allowed"], true);
 }
 
@@ -321,9 +489,17 @@ async fn malformed_bodies_get_a_clean_answer() {
 async fn bare_pod_uses_its_own_name_and_has_no_owner_reference() {
     let rig = Rig::start().await;
     let webhook = Webhook::start(&rig.standin).await;
-    let (_, response) = webhook.mutate(&pod_review("uid-bare", None, SA, short_form())).await;
+    let (_, response) = webhook
+        .mutate(&pod_review("uid-bare", None, SA, short_form()))
+        .await;
     assert_eq!(response["allowed"], true, "{response}");
-    let secret = rig.standin.object("secrets", Some(NS), "lonely-pod-injected").expect("Secret named after the pod");
+    let secret = rig
+        .standin
+        .object("secrets", Some(NS), "lonely-pod-injected")
+        .expect("Secret named after the pod");
     assert!(secret["metadata"].get("ownerReferences").is_none());
-    assert_eq!(secret["metadata"]["annotations"]["secret-injector.io/owner"], "Pod/lonely-pod");
+    assert_eq!(
+        secret["metadata"]["annotations"]["secret-injector.io/owner"],
+        "Pod/lonely-pod"
+    );
 }

@@ -49,7 +49,9 @@ impl Raw {
         self.body
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
             .collect()
     }
 }
@@ -63,7 +65,9 @@ async fn raw(
     body: Option<&str>,
 ) -> Raw {
     let addr = k8s.url().trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     let body = body.unwrap_or("");
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -83,7 +87,14 @@ async fn raw(
     let text = String::from_utf8(response).expect("utf-8 response");
     let (head, rest) = text.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -91,7 +102,11 @@ async fn raw(
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
     Raw {
         status,
         headers,
@@ -168,7 +183,8 @@ fn decode_claims(k8s: &StandIn, token: &str) -> (jsonwebtoken::Header, Value) {
 }
 
 async fn token_request(k8s: &StandIn, ns: &str, sa: &str, spec: Value) -> Raw {
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+    let body =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
     raw(
         k8s,
         "POST",
@@ -180,7 +196,8 @@ async fn token_request(k8s: &StandIn, ns: &str, sa: &str, spec: Value) -> Raw {
 }
 
 async fn token_review(k8s: &StandIn, caller: Option<&str>, spec: Value) -> Raw {
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
+    let body =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
     let bearer = caller.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(bearer) = &bearer {
@@ -217,7 +234,10 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
 
     let rv_before = k8s.resource_version();
     let created = secrets
-        .create(&PostParams::default(), &secret("db", &[("password", "hunter2")]))
+        .create(
+            &PostParams::default(),
+            &secret("db", &[("password", "hunter2")]),
+        )
         .await
         .unwrap();
     let meta = &created.metadata;
@@ -227,9 +247,20 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
     let created_rv: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
     assert_eq!(created_rv, rv_before + 1, "one global counter, bumped once");
     assert!(meta.creation_timestamp.is_some());
-    assert_eq!(meta.namespace.as_deref(), Some("default"), "namespace comes from the URL");
-    assert_eq!(meta.generation, None, "Secrets have no generation on the real server");
-    assert_eq!(created.type_.as_deref(), Some("Opaque"), "type defaults to Opaque");
+    assert_eq!(
+        meta.namespace.as_deref(),
+        Some("default"),
+        "namespace comes from the URL"
+    );
+    assert_eq!(
+        meta.generation, None,
+        "Secrets have no generation on the real server"
+    );
+    assert_eq!(
+        created.type_.as_deref(),
+        Some("Opaque"),
+        "type defaults to Opaque"
+    );
     assert!(created.string_data.is_none(), "stringData is never stored");
     assert_eq!(
         created.data.as_ref().unwrap()["password"],
@@ -248,7 +279,12 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
     // update with a stale resourceVersion: Conflict
     let mut stale = fetched.clone();
     stale.metadata.resource_version = Some("1".into());
-    let err = api_error(secrets.replace("db", &PostParams::default(), &stale).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .replace("db", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 409);
     assert_eq!(err.reason, "Conflict");
     assert_eq!(
@@ -259,10 +295,23 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
     // update with the current resourceVersion, then unconditionally (empty resourceVersion)
     let mut current = fetched.clone();
     current.string_data = Some(BTreeMap::from([("user".into(), "admin".into())]));
-    let updated = secrets.replace("db", &PostParams::default(), &current).await.unwrap();
-    let updated_rv: u64 = updated.metadata.resource_version.as_deref().unwrap().parse().unwrap();
+    let updated = secrets
+        .replace("db", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    let updated_rv: u64 = updated
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(updated_rv > created_rv);
-    assert_eq!(updated.data.as_ref().unwrap().len(), 2, "stringData merged into data");
+    assert_eq!(
+        updated.data.as_ref().unwrap().len(),
+        2,
+        "stringData merged into data"
+    );
 
     let mut unconditional = updated.clone();
     unconditional.metadata.resource_version = None;
@@ -273,7 +322,11 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
         .replace("db", &PostParams::default(), &unconditional)
         .await
         .unwrap();
-    assert_eq!(replaced.metadata.uid.as_deref(), Some(uid.as_str()), "uid preserved");
+    assert_eq!(
+        replaced.metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "uid preserved"
+    );
     assert_eq!(
         replaced.metadata.creation_timestamp, created.metadata.creation_timestamp,
         "creationTimestamp preserved"
@@ -291,13 +344,21 @@ async fn typed_crud_fills_metadata_and_merges_string_data() {
     assert_eq!(err.message, "secrets \"db\" already exists");
 
     // delete returns the deleted object; then get is NotFound
-    let deleted = secrets.delete("db", &DeleteParams::default()).await.unwrap();
+    let deleted = secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
     let deleted = deleted.left().expect("the deleted object, not a Status");
     assert_eq!(deleted.metadata.uid.as_deref(), Some(uid.as_str()));
     let err = api_error(secrets.get("db").await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
     assert_eq!(err.message, "secrets \"db\" not found");
-    let err = api_error(secrets.delete("db", &DeleteParams::default()).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .delete("db", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 404);
     let err = api_error(
         secrets
@@ -320,7 +381,14 @@ async fn error_bodies_are_real_status_objects() {
     let k8s = StandIn::start().await;
     let json_ct = [("Content-Type", "application/json")];
 
-    let missing = raw(&k8s, "GET", "/api/v1/namespaces/default/secrets/x", &[], None).await;
+    let missing = raw(
+        &k8s,
+        "GET",
+        "/api/v1/namespaces/default/secrets/x",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -330,19 +398,38 @@ async fn error_bodies_are_real_status_objects() {
                "details":{"name":"x","kind":"secrets"},"code":404})
     );
 
-    let grouped = raw(&k8s, "GET", "/apis/apps/v1/namespaces/default/deployments/web", &[], None).await;
+    let grouped = raw(
+        &k8s,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(grouped.status, 404);
-    assert_eq!(grouped.json()["message"], "deployments.apps \"web\" not found");
-    assert_eq!(grouped.json()["details"], json!({"name": "web", "group": "apps", "kind": "deployments"}));
+    assert_eq!(
+        grouped.json()["message"],
+        "deployments.apps \"web\" not found"
+    );
+    assert_eq!(
+        grouped.json()["details"],
+        json!({"name": "web", "group": "apps", "kind": "deployments"})
+    );
 
     let unknown = raw(&k8s, "GET", "/api/v1/namespaces/default/widgets", &[], None).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["kind"], "Status");
-    assert_eq!(unknown.json()["message"], "the server could not find the requested resource");
+    assert_eq!(
+        unknown.json()["message"],
+        "the server could not find the requested resource"
+    );
     let unknown_group = raw(&k8s, "GET", "/apis/example.com/v1/widgets", &[], None).await;
     assert_eq!(unknown_group.status, 404);
     let wrong_scope = raw(&k8s, "GET", "/api/v1/secrets/x", &[], None).await;
-    assert_eq!(wrong_scope.status, 404, "namespaced objects have no cluster-scoped path");
+    assert_eq!(
+        wrong_scope.status, 404,
+        "namespaced objects have no cluster-scoped path"
+    );
 
     let bad_name = raw(
         &k8s,
@@ -364,12 +451,25 @@ async fn error_bodies_are_real_status_objects() {
     );
     assert_eq!(status["details"]["kind"], "Secret");
     assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
-    assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "FieldValueInvalid"
+    );
 
     // Namespaces are DNS-1123 labels: a dot is fine in a subdomain, not in a label.
-    let dotted_ns = raw(&k8s, "POST", "/api/v1/namespaces", &json_ct, Some(r#"{"metadata":{"name":"a.b"}}"#)).await;
+    let dotted_ns = raw(
+        &k8s,
+        "POST",
+        "/api/v1/namespaces",
+        &json_ct,
+        Some(r#"{"metadata":{"name":"a.b"}}"#),
+    )
+    .await;
     assert_eq!(dotted_ns.status, 422);
-    assert!(dotted_ns.json()["message"].as_str().unwrap().contains("RFC 1123 label"));
+    assert!(dotted_ns.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("RFC 1123 label"));
     let dotted_secret = raw(
         &k8s,
         "POST",
@@ -378,7 +478,10 @@ async fn error_bodies_are_real_status_objects() {
         Some(r#"{"metadata":{"name":"a.b"}}"#),
     )
     .await;
-    assert_eq!(dotted_secret.status, 201, "a body without apiVersion/kind takes the endpoint's");
+    assert_eq!(
+        dotted_secret.status, 201,
+        "a body without apiVersion/kind takes the endpoint's"
+    );
 
     let bad_key = raw(
         &k8s,
@@ -389,7 +492,10 @@ async fn error_bodies_are_real_status_objects() {
     )
     .await;
     assert_eq!(bad_key.status, 422);
-    assert!(bad_key.json()["message"].as_str().unwrap().contains("data[bad key]: Invalid value: \"bad key\": a valid config key"));
+    assert!(bad_key.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("data[bad key]: Invalid value: \"bad key\": a valid config key"));
 
     let bad_base64 = raw(
         &k8s,
@@ -399,12 +505,14 @@ async fn error_bodies_are_real_status_objects() {
         Some(r#"{"metadata":{"name":"b"},"data":{"k":"not base64!"}}"#),
     )
     .await;
-    assert_eq!(bad_base64.status, 400, "a decoding error is a 400 on the real server");
+    assert_eq!(
+        bad_base64.status, 400,
+        "a decoding error is a 400 on the real server"
+    );
     assert_eq!(bad_base64.json()["reason"], "BadRequest");
-    assert!(bad_base64.json()["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte"));
+    assert!(bad_base64.json()["message"].as_str().unwrap().starts_with(
+        "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte"
+    ));
 
     let ns_mismatch = raw(
         &k8s,
@@ -420,7 +528,14 @@ async fn error_bodies_are_real_status_objects() {
         "the namespace of the provided object does not match the namespace sent on the request"
     );
 
-    let garbage = raw(&k8s, "POST", "/api/v1/namespaces/default/secrets", &json_ct, Some("{nope")).await;
+    let garbage = raw(
+        &k8s,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        &json_ct,
+        Some("{nope"),
+    )
+    .await;
     assert_eq!(garbage.status, 400);
     assert_eq!(garbage.json()["reason"], "BadRequest");
 
@@ -443,9 +558,19 @@ async fn error_bodies_are_real_status_objects() {
     )
     .await;
     assert_eq!(with_rv.status, 500);
-    assert_eq!(with_rv.json()["message"], "resourceVersion should not be set on objects to be created");
+    assert_eq!(
+        with_rv.json()["message"],
+        "resourceVersion should not be set on objects to be created"
+    );
 
-    let put_collection = raw(&k8s, "PUT", "/api/v1/namespaces/default/secrets", &json_ct, Some("{}")).await;
+    let put_collection = raw(
+        &k8s,
+        "PUT",
+        "/api/v1/namespaces/default/secrets",
+        &json_ct,
+        Some("{}"),
+    )
+    .await;
     assert_eq!(put_collection.status, 405);
     assert_eq!(put_collection.json()["reason"], "MethodNotAllowed");
 
@@ -479,7 +604,12 @@ async fn secret_type_and_immutability_are_enforced() {
     let mut retyped = created.clone();
     retyped.type_ = Some("kubernetes.io/basic-auth".into());
     retyped.string_data = Some(BTreeMap::from([("username".into(), "u".into())]));
-    let err = api_error(secrets.replace("s", &PostParams::default(), &retyped).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .replace("s", &PostParams::default(), &retyped)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         err.message,
@@ -488,22 +618,44 @@ async fn secret_type_and_immutability_are_enforced() {
 
     let mut tls = secret("tls", &[("tls.crt", "x")]);
     tls.type_ = Some("kubernetes.io/tls".into());
-    let err = api_error(secrets.create(&PostParams::default(), &tls).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .create(&PostParams::default(), &tls)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
-    assert!(err.message.contains("data[tls.key]: Required value"), "{}", err.message);
+    assert!(
+        err.message.contains("data[tls.key]: Required value"),
+        "{}",
+        err.message
+    );
 
     let mut frozen = secret("frozen", &[("a", "1")]);
     frozen.immutable = Some(true);
-    let frozen = secrets.create(&PostParams::default(), &frozen).await.unwrap();
+    let frozen = secrets
+        .create(&PostParams::default(), &frozen)
+        .await
+        .unwrap();
     let mut changed = frozen.clone();
     changed.string_data = Some(BTreeMap::from([("a".into(), "2".into())]));
-    let err = api_error(secrets.replace("frozen", &PostParams::default(), &changed).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .replace("frozen", &PostParams::default(), &changed)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
-    assert!(err.message.contains("data: Forbidden: field is immutable when `immutable` is set"));
+    assert!(err
+        .message
+        .contains("data: Forbidden: field is immutable when `immutable` is set"));
     // Metadata may still change on an immutable Secret.
     let mut labelled = frozen.clone();
     labelled.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
-    secrets.replace("frozen", &PostParams::default(), &labelled).await.unwrap();
+    secrets
+        .replace("frozen", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -513,17 +665,32 @@ async fn generate_name_and_dry_run() {
     let mut generated = secret("", &[]);
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("token-".into());
-    let created = secrets.create(&PostParams::default(), &generated).await.unwrap();
+    let created = secrets
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
     let name = created.metadata.name.unwrap();
-    assert!(name.starts_with("token-") && name.len() == "token-".len() + 5, "{name}");
-    assert!(name[6..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(
+        name.starts_with("token-") && name.len() == "token-".len() + 5,
+        "{name}"
+    );
+    assert!(name[6..]
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     assert!(k8s.object("secrets", Some("default"), &name).is_some());
 
     let mut no_name = secret("", &[]);
     no_name.metadata.name = None;
-    let err = api_error(secrets.create(&PostParams::default(), &no_name).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .create(&PostParams::default(), &no_name)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 422);
-    assert!(err.message.contains("metadata.name: Required value: name or generateName is required"));
+    assert!(err
+        .message
+        .contains("metadata.name: Required value: name or generateName is required"));
 
     let rv_before = k8s.resource_version();
     let writes_before = k8s.writes("secrets");
@@ -531,15 +698,32 @@ async fn generate_name_and_dry_run() {
         dry_run: true,
         ..Default::default()
     };
-    let preview = secrets.create(&dry, &secret("preview", &[("k", "v")])).await.unwrap();
+    let preview = secrets
+        .create(&dry, &secret("preview", &[("k", "v")]))
+        .await
+        .unwrap();
     assert_eq!(preview.metadata.name.as_deref(), Some("preview"));
-    assert!(preview.metadata.uid.is_some(), "dry-run create still fills uid");
-    assert!(preview.metadata.resource_version.is_none(), "but is never persisted");
+    assert!(
+        preview.metadata.uid.is_some(),
+        "dry-run create still fills uid"
+    );
+    assert!(
+        preview.metadata.resource_version.is_none(),
+        "but is never persisted"
+    );
     assert!(k8s.object("secrets", Some("default"), "preview").is_none());
     assert_eq!(k8s.resource_version(), rv_before);
-    assert_eq!(k8s.writes("secrets"), writes_before, "dry-run is not a write");
+    assert_eq!(
+        k8s.writes("secrets"),
+        writes_before,
+        "dry-run is not a write"
+    );
     assert_eq!(k8s.dry_runs("create", "secrets"), 1);
-    assert_eq!(k8s.count("create", "secrets"), 3, "but it is a counted create");
+    assert_eq!(
+        k8s.count("create", "secrets"),
+        3,
+        "but it is a counted create"
+    );
     // Dry-run still validates.
     let err = api_error(secrets.create(&dry, &secret("Bad", &[])).await.unwrap_err());
     assert_eq!(err.code, 422);
@@ -556,7 +740,10 @@ async fn generation_and_status_subresource() {
     let k8s = StandIn::start().await;
     let deployments: Api<Deployment> = Api::namespaced(k8s.client(), "apps");
     let initial: Deployment = serde_json::from_value(deployment("web", "nginx:1")).unwrap();
-    let created = deployments.create(&PostParams::default(), &initial).await.unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &initial)
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     assert_eq!(
         serde_json::to_value(created.status.clone().unwrap()).unwrap(),
@@ -568,16 +755,34 @@ async fn generation_and_status_subresource() {
     let mut v2 = created.clone();
     v2.spec.as_mut().unwrap().replicas = Some(3);
     v2.status.as_mut().unwrap().replicas = Some(42);
-    let updated = deployments.replace("web", &PostParams::default(), &v2).await.unwrap();
+    let updated = deployments
+        .replace("web", &PostParams::default(), &v2)
+        .await
+        .unwrap();
     assert_eq!(updated.metadata.generation, Some(2));
-    assert_eq!(updated.status.as_ref().unwrap().replicas, None, "status untouched by PUT");
+    assert_eq!(
+        updated.status.as_ref().unwrap().replicas,
+        None,
+        "status untouched by PUT"
+    );
 
     // A metadata-only change does not.
     let mut labelled = updated.clone();
-    labelled.metadata.labels.as_mut().unwrap().insert("tier".into(), "web".into());
-    let labelled = deployments.replace("web", &PostParams::default(), &labelled).await.unwrap();
+    labelled
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("tier".into(), "web".into());
+    let labelled = deployments
+        .replace("web", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
     assert_eq!(labelled.metadata.generation, Some(2));
-    assert!(rv(&serde_json::to_value(&labelled).unwrap()) > rv(&serde_json::to_value(&updated).unwrap()));
+    assert!(
+        rv(&serde_json::to_value(&labelled).unwrap())
+            > rv(&serde_json::to_value(&updated).unwrap())
+    );
 
     // PUT /status changes only status, and leaves the generation alone.
     let mut status_update = labelled.clone();
@@ -589,7 +794,11 @@ async fn generation_and_status_subresource() {
         .await
         .unwrap();
     assert_eq!(with_status.status.as_ref().unwrap().replicas, Some(3));
-    assert_eq!(with_status.spec.as_ref().unwrap().replicas, Some(3), "spec untouched by /status");
+    assert_eq!(
+        with_status.spec.as_ref().unwrap().replicas,
+        Some(3),
+        "spec untouched by /status"
+    );
     assert_eq!(with_status.metadata.generation, Some(2));
 
     // PATCH /status likewise.
@@ -623,7 +832,14 @@ async fn generation_and_status_subresource() {
     assert_eq!(k8s.writes("deployments/status"), 3);
 
     // /status does not exist on resources without it.
-    let none = raw(&k8s, "GET", "/api/v1/namespaces/default/secrets/x/status", &[], None).await;
+    let none = raw(
+        &k8s,
+        "GET",
+        "/api/v1/namespaces/default/secrets/x/status",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(none.status, 404);
 }
 
@@ -636,14 +852,27 @@ async fn no_op_update_writes_nothing() {
         .await
         .unwrap();
     let rv_before = k8s.resource_version();
-    let again = secrets.replace("same", &PostParams::default(), &created).await.unwrap();
-    assert_eq!(again.metadata.resource_version, created.metadata.resource_version);
-    assert_eq!(k8s.resource_version(), rv_before);
-    let patched = secrets
-        .patch("same", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "MQ=="}})))
+    let again = secrets
+        .replace("same", &PostParams::default(), &created)
         .await
         .unwrap();
-    assert_eq!(patched.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(
+        again.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(k8s.resource_version(), rv_before);
+    let patched = secrets
+        .patch(
+            "same",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "MQ=="}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.metadata.resource_version,
+        created.metadata.resource_version
+    );
 }
 
 #[tokio::test]
@@ -695,13 +924,17 @@ async fn patch_content_types() {
         .patch(
             "p",
             &PatchParams::default(),
-            &Patch::Strategic(json!({"metadata": {"annotations": {"k": "v"}, "$setElementOrder/finalizers": []}})),
+            &Patch::Strategic(
+                json!({"metadata": {"annotations": {"k": "v"}, "$setElementOrder/finalizers": []}}),
+            ),
         )
         .await
         .unwrap();
     assert_eq!(strategic.metadata.annotations.as_ref().unwrap()["k"], "v");
     let stored = k8s.object("secrets", Some("default"), "p").unwrap();
-    assert!(stored["metadata"].get("$setElementOrder/finalizers").is_none());
+    assert!(stored["metadata"]
+        .get("$setElementOrder/finalizers")
+        .is_none());
 
     // A resourceVersion in the patch is a precondition.
     let stale = secrets
@@ -730,7 +963,10 @@ async fn patch_content_types() {
         )
         .await
         .unwrap();
-    assert_eq!(applied.data.as_ref().unwrap()["k"], ByteString(b"v".to_vec()));
+    assert_eq!(
+        applied.data.as_ref().unwrap()["k"],
+        ByteString(b"v".to_vec())
+    );
     let reapplied = secrets
         .patch(
             "applied",
@@ -752,7 +988,10 @@ async fn patch_content_types() {
     )
     .await;
     assert_eq!(no_manager.status, 422);
-    assert!(no_manager.json()["message"].as_str().unwrap().contains("fieldManager: Required value"));
+    assert!(no_manager.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("fieldManager: Required value"));
 
     // Apply bodies may be YAML.
     let yaml = raw(
@@ -767,10 +1006,19 @@ async fn patch_content_types() {
     assert_eq!(yaml.json()["metadata"]["labels"]["from"], "yaml");
 
     // Unknown patch type; strategic merge on a custom resource.
-    let unknown = raw(&k8s, "PATCH", path, &[("Content-Type", "application/json")], Some("{}")).await;
+    let unknown = raw(
+        &k8s,
+        "PATCH",
+        path,
+        &[("Content-Type", "application/json")],
+        Some("{}"),
+    )
+    .await;
     assert_eq!(unknown.status, 415);
-    k8s.seed(json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore",
-        "metadata": {"name": "store", "namespace": "default"}, "spec": {}}));
+    k8s.seed(
+        json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "store", "namespace": "default"}, "spec": {}}),
+    );
     let smp_on_crd = raw(
         &k8s,
         "PATCH",
@@ -802,7 +1050,12 @@ async fn delete_preconditions_and_finalizers() {
     };
     let err = api_error(secrets.delete("d", &wrong_uid).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(err.message.contains("Precondition failed: UID in precondition"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("Precondition failed: UID in precondition"),
+        "{}",
+        err.message
+    );
     let wrong_rv = DeleteParams {
         preconditions: Some(Preconditions {
             uid: None,
@@ -810,7 +1063,10 @@ async fn delete_preconditions_and_finalizers() {
         }),
         ..Default::default()
     };
-    assert_eq!(api_error(secrets.delete("d", &wrong_rv).await.unwrap_err()).code, 409);
+    assert_eq!(
+        api_error(secrets.delete("d", &wrong_rv).await.unwrap_err()).code,
+        409
+    );
     let right = DeleteParams {
         preconditions: Some(Preconditions {
             uid: created.metadata.uid.clone(),
@@ -825,7 +1081,10 @@ async fn delete_preconditions_and_finalizers() {
     let mut held = secret("held", &[]);
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     secrets.create(&PostParams::default(), &held).await.unwrap();
-    let pending = secrets.delete("held", &DeleteParams::default()).await.unwrap();
+    let pending = secrets
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
     let pending = pending.left().unwrap();
     assert!(pending.metadata.deletion_timestamp.is_some());
     let still = secrets.get("held").await.unwrap();
@@ -835,17 +1094,26 @@ async fn delete_preconditions_and_finalizers() {
             .patch(
                 "held",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}})),
+                &Patch::Merge(
+                    json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}}),
+                ),
             )
             .await
             .unwrap_err(),
     );
     assert_eq!(err.code, 422, "no new finalizers while deleting");
     secrets
-        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
         .await
         .unwrap();
-    assert!(k8s.object("secrets", Some("default"), "held").is_none(), "deletion completed");
+    assert!(
+        k8s.object("secrets", Some("default"), "held").is_none(),
+        "deletion completed"
+    );
 
     // deletecollection with a selector.
     for (name, team) in [("c1", "a"), ("c2", "a"), ("c3", "b")] {
@@ -853,7 +1121,10 @@ async fn delete_preconditions_and_finalizers() {
             "metadata": {"name": name, "namespace": "default", "labels": {"team": team}}}));
     }
     let removed = secrets
-        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("team=a"))
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("team=a"),
+        )
         .await
         .unwrap()
         .left()
@@ -902,24 +1173,50 @@ async fn label_and_field_selectors() {
 
     assert_eq!(names(&default, &lp("env=prod")).await, ["a"]);
     assert_eq!(names(&default, &lp("env==prod")).await, ["a"]);
-    assert_eq!(names(&default, &lp("env!=prod")).await, ["b", "c", "d"], "!= matches a missing label");
+    assert_eq!(
+        names(&default, &lp("env!=prod")).await,
+        ["b", "c", "d"],
+        "!= matches a missing label"
+    );
     assert_eq!(names(&default, &lp("env in (prod, dev)")).await, ["a", "b"]);
-    assert_eq!(names(&default, &lp("env notin (prod)")).await, ["b", "c", "d"]);
+    assert_eq!(
+        names(&default, &lp("env notin (prod)")).await,
+        ["b", "c", "d"]
+    );
     assert_eq!(names(&default, &lp("env")).await, ["a", "b", "c"]);
     assert_eq!(names(&default, &lp("!env")).await, ["d"]);
-    assert_eq!(names(&default, &lp("env,tier=web,env notin (dev)")).await, ["a"]);
+    assert_eq!(
+        names(&default, &lp("env,tier=web,env notin (dev)")).await,
+        ["a"]
+    );
     assert_eq!(names(&default, &lp("count>5")).await, ["d"]);
     assert_eq!(names(&default, &lp("count<5")).await, Vec::<String>::new());
-    assert_eq!(names(&all, &lp("env=prod")).await, ["a", "e"], "all namespaces");
+    assert_eq!(
+        names(&all, &lp("env=prod")).await,
+        ["a", "e"],
+        "all namespaces"
+    );
 
     assert_eq!(names(&default, &fp("metadata.name=b")).await, ["b"]);
-    assert_eq!(names(&default, &fp("metadata.name!=b")).await, ["a", "c", "d"]);
+    assert_eq!(
+        names(&default, &fp("metadata.name!=b")).await,
+        ["a", "c", "d"]
+    );
     assert_eq!(names(&all, &fp("metadata.namespace=other")).await, ["e"]);
-    assert_eq!(names(&all, &fp("metadata.namespace!=other,metadata.name!=a")).await, ["b", "c", "d"]);
-    assert_eq!(names(&default, &fp("type=kubernetes.io/ssh-auth")).await, ["c"]);
+    assert_eq!(
+        names(&all, &fp("metadata.namespace!=other,metadata.name!=a")).await,
+        ["b", "c", "d"]
+    );
+    assert_eq!(
+        names(&default, &fp("type=kubernetes.io/ssh-auth")).await,
+        ["c"]
+    );
 
     let bad_label = api_error(default.list(&lp("env in prod")).await.unwrap_err());
-    assert_eq!((bad_label.code, bad_label.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        (bad_label.code, bad_label.reason.as_str()),
+        (400, "BadRequest")
+    );
     let bad_field = api_error(default.list(&fp("spec.nope=1")).await.unwrap_err());
     assert_eq!(bad_field.code, 400);
     assert_eq!(bad_field.message, "field label not supported: spec.nope");
@@ -936,7 +1233,10 @@ async fn list_shape_and_pagination() {
     let list = listed.json();
     assert_eq!(list["kind"], "SecretList");
     assert_eq!(list["apiVersion"], "v1");
-    assert_eq!(list["metadata"]["resourceVersion"], k8s.resource_version().to_string());
+    assert_eq!(
+        list["metadata"]["resourceVersion"],
+        k8s.resource_version().to_string()
+    );
     assert_eq!(list["items"].as_array().unwrap().len(), 7);
     for item in list["items"].as_array().unwrap() {
         assert_eq!(item["kind"], "Secret");
@@ -953,7 +1253,10 @@ async fn list_shape_and_pagination() {
     loop {
         assert!(page.items.len() <= 3);
         seen.extend(page.items.iter().map(|s| s.metadata.name.clone().unwrap()));
-        assert_eq!(page.metadata.resource_version, list_rv, "every page reports the list's RV");
+        assert_eq!(
+            page.metadata.resource_version, list_rv,
+            "every page reports the list's RV"
+        );
         match page.metadata.continue_.clone().filter(|c| !c.is_empty()) {
             Some(token) => {
                 // A write between pages does not disturb the cursor.
@@ -967,7 +1270,14 @@ async fn list_shape_and_pagination() {
     assert_eq!(seen, ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]);
     assert_eq!(k8s.count("list", "secrets"), 4);
 
-    let bad = raw(&k8s, "GET", "/api/v1/namespaces/default/secrets?limit=2&continue=garbage", &[], None).await;
+    let bad = raw(
+        &k8s,
+        "GET",
+        "/api/v1/namespaces/default/secrets?limit=2&continue=garbage",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(bad.status, 400);
 }
 
@@ -999,25 +1309,59 @@ async fn watch_replays_history_and_synthesises_initial_state() {
     let events = replay.events();
     let summary: Vec<(String, String)> = events
         .iter()
-        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        [("ADDED".into(), "b".into()), ("MODIFIED".into(), "a".into()), ("DELETED".into(), "b".into())]
+        [
+            ("ADDED".into(), "b".into()),
+            ("MODIFIED".into(), "a".into()),
+            ("DELETED".into(), "b".into())
+        ]
     );
     let rvs: Vec<u64> = events.iter().map(|e| rv(&e["object"])).collect();
-    assert!(rvs.windows(2).all(|w| w[0] < w[1]), "increasing resourceVersions: {rvs:?}");
-    assert_eq!(*rvs.last().unwrap(), k8s.resource_version(), "DELETED carries the deletion's RV");
+    assert!(
+        rvs.windows(2).all(|w| w[0] < w[1]),
+        "increasing resourceVersions: {rvs:?}"
+    );
+    assert_eq!(
+        *rvs.last().unwrap(),
+        k8s.resource_version(),
+        "DELETED carries the deletion's RV"
+    );
 
     // Without a resourceVersion (or "0"): ADDED for what exists now, across namespaces here.
-    for query in ["watch=true&timeoutSeconds=1", "watch=1&resourceVersion=0&timeoutSeconds=1"] {
+    for query in [
+        "watch=true&timeoutSeconds=1",
+        "watch=1&resourceVersion=0&timeoutSeconds=1",
+    ] {
         let initial = raw(&k8s, "GET", &format!("/api/v1/secrets?{query}"), &[], None).await;
         let names: Vec<(String, String)> = initial
             .events()
             .iter()
-            .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
             .collect();
-        assert_eq!(names, [("ADDED".into(), "a".into()), ("ADDED".into(), "x".into())], "{query}");
+        assert_eq!(
+            names,
+            [("ADDED".into(), "a".into()), ("ADDED".into(), "x".into())],
+            "{query}"
+        );
     }
     assert_eq!(k8s.count("watch", "secrets"), 3);
 }
@@ -1048,7 +1392,10 @@ async fn watch_from_expired_resource_version_is_gone() {
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["code"], 410);
     assert_eq!(status["reason"], "Expired");
-    assert_eq!(status["message"], format!("too old resource version: {old} ({oldest_kept})"));
+    assert_eq!(
+        status["message"],
+        format!("too old resource version: {old} ({oldest_kept})")
+    );
 
     // Within the window it still replays.
     let fine = raw(
@@ -1087,18 +1434,33 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
     s.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
     secrets.create(&PostParams::default(), &s).await.unwrap();
     // Not matching: never delivered.
-    secrets.create(&PostParams::default(), &secret("other", &[])).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("other", &[]))
+        .await
+        .unwrap();
     // Stops matching: DELETED; starts matching again: ADDED.
     secrets
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
+        )
         .await
         .unwrap();
     secrets
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "web", "v": "2"}}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "web", "v": "2"}}})),
+        )
         .await
         .unwrap();
     secrets
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "3"}}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"v": "3"}}})),
+        )
         .await
         .unwrap();
     secrets.delete("w", &DeleteParams::default()).await.unwrap();
@@ -1113,8 +1475,12 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
             .expect("stream open");
         match event {
             WatchEvent::Added(s) => seen.push(("ADDED", s.metadata.labels.unwrap()["app"].clone())),
-            WatchEvent::Modified(s) => seen.push(("MODIFIED", s.metadata.labels.unwrap()["app"].clone())),
-            WatchEvent::Deleted(s) => seen.push(("DELETED", s.metadata.labels.unwrap()["app"].clone())),
+            WatchEvent::Modified(s) => {
+                seen.push(("MODIFIED", s.metadata.labels.unwrap()["app"].clone()))
+            }
+            WatchEvent::Deleted(s) => {
+                seen.push(("DELETED", s.metadata.labels.unwrap()["app"].clone()))
+            }
             WatchEvent::Bookmark(b) => bookmark_rv = Some(b.metadata.resource_version),
             WatchEvent::Error(e) => panic!("unexpected error {e:?}"),
         }
@@ -1141,7 +1507,11 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
         None,
     )
     .await;
-    let bookmarks: Vec<Value> = raw_watch.events().into_iter().filter(|e| e["type"] == "BOOKMARK").collect();
+    let bookmarks: Vec<Value> = raw_watch
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "BOOKMARK")
+        .collect();
     assert!(!bookmarks.is_empty());
     assert_eq!(
         bookmarks[0]["object"],
@@ -1154,10 +1524,20 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
 async fn watch_honours_timeout_seconds() {
     let k8s = StandIn::start().await;
     let started = std::time::Instant::now();
-    let response = raw(&k8s, "GET", "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=1", &[], None).await;
+    let response = raw(
+        &k8s,
+        "GET",
+        "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=1",
+        &[],
+        None,
+    )
+    .await;
     let elapsed = started.elapsed();
     assert_eq!(response.status, 200);
-    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -1174,26 +1554,42 @@ async fn kube_runtime_watcher_and_reflector_work() {
     let driver = tokio::spawn(stream);
 
     let names = |store: &reflector::Store<Secret>| {
-        let mut names: Vec<String> = store.state().iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
         names.sort();
         names
     };
     eventually("initial list", || names(&store) == ["one", "two"]).await;
 
-    secrets.create(&PostParams::default(), &secret("three", &[])).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("three", &[]))
+        .await
+        .unwrap();
     eventually("create", || names(&store) == ["one", "three", "two"]).await;
     secrets
-        .patch("one", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"seen": "yes"}}})))
+        .patch(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"seen": "yes"}}})),
+        )
         .await
         .unwrap();
     eventually("update", || {
-        store
-            .state()
-            .iter()
-            .any(|s| s.metadata.labels.as_ref().is_some_and(|l| l.get("seen").is_some_and(|v| v == "yes")))
+        store.state().iter().any(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("seen").is_some_and(|v| v == "yes"))
+        })
     })
     .await;
-    secrets.delete("two", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("two", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("delete", || names(&store) == ["one", "three"]).await;
 
     assert!(k8s.count("list", "secrets") >= 1);
@@ -1210,7 +1606,10 @@ async fn token_request_semantics() {
     let k8s = StandIn::start().await;
     let missing = token_request(&k8s, "apps", "web", json!({})).await;
     assert_eq!(missing.status, 404);
-    assert_eq!(missing.json()["message"], "serviceaccounts \"web\" not found");
+    assert_eq!(
+        missing.json()["message"],
+        "serviceaccounts \"web\" not found"
+    );
 
     let sa = k8s.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": "apps"}}));
     let sa_uid = sa["metadata"]["uid"].as_str().unwrap().to_string();
@@ -1235,7 +1634,10 @@ async fn token_request_semantics() {
     assert_eq!(claims["iss"], k8s.issuer());
     assert_eq!(claims["aud"], json!(k8s.api_audiences()));
     assert_eq!(claims["sub"], "system:serviceaccount:apps:web");
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
     assert_eq!(claims["nbf"], claims["iat"]);
     assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
     assert_eq!(
@@ -1250,11 +1652,20 @@ async fn token_request_semantics() {
     assert_eq!(expiry.unix_timestamp(), claims["exp"].as_i64().unwrap());
 
     // Explicit audiences; expiration capped at 48h.
-    let vault = token_request(&k8s, "apps", "web", json!({"audiences": ["vault"], "expirationSeconds": 999_999})).await;
+    let vault = token_request(
+        &k8s,
+        "apps",
+        "web",
+        json!({"audiences": ["vault"], "expirationSeconds": 999_999}),
+    )
+    .await;
     assert_eq!(vault.status, 201);
     let (_, claims) = decode_claims(&k8s, vault.json()["status"]["token"].as_str().unwrap());
     assert_eq!(claims["aud"], json!(["vault"]));
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 48 * 3600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        48 * 3600
+    );
     assert_eq!(vault.json()["spec"]["expirationSeconds"], 48 * 3600);
 
     // Bound to a pod: the pod must exist and run as this ServiceAccount.
@@ -1262,19 +1673,43 @@ async fn token_request_semantics() {
         "metadata": {"name": "web-1", "namespace": "apps"},
         "spec": {"serviceAccountName": "web", "containers": [{"name": "c", "image": "i"}]}}));
     let pod_uid = pod["metadata"]["uid"].as_str().unwrap();
-    let bound = token_request(&k8s, "apps", "web", json!({"audiences": ["vault"],
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1", "uid": pod_uid}})).await;
+    let bound = token_request(
+        &k8s,
+        "apps",
+        "web",
+        json!({"audiences": ["vault"],
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1", "uid": pod_uid}}),
+    )
+    .await;
     assert_eq!(bound.status, 201, "{}", bound.body);
     let (_, claims) = decode_claims(&k8s, bound.json()["status"]["token"].as_str().unwrap());
-    assert_eq!(claims["kubernetes.io"]["pod"], json!({"name": "web-1", "uid": pod_uid}));
-    let stale_uid = token_request(&k8s, "apps", "web", json!({
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1", "uid": "0000"}})).await;
+    assert_eq!(
+        claims["kubernetes.io"]["pod"],
+        json!({"name": "web-1", "uid": pod_uid})
+    );
+    let stale_uid = token_request(
+        &k8s,
+        "apps",
+        "web",
+        json!({
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1", "uid": "0000"}}),
+    )
+    .await;
     assert_eq!(stale_uid.status, 409);
     k8s.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "other", "namespace": "apps"}}));
-    let wrong_sa = token_request(&k8s, "apps", "other", json!({
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1"}})).await;
+    let wrong_sa = token_request(
+        &k8s,
+        "apps",
+        "other",
+        json!({
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web-1"}}),
+    )
+    .await;
     assert_eq!(wrong_sa.status, 400);
-    assert!(wrong_sa.json()["message"].as_str().unwrap().contains("different serviceaccount name"));
+    assert!(wrong_sa.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("different serviceaccount name"));
 
     // Through kube's typed subresource call.
     let sas: Api<ServiceAccount> = Api::namespaced(k8s.client(), "apps");
@@ -1294,10 +1729,20 @@ async fn token_request_semantics() {
     let statuses: Vec<u16> = records.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [404, 422, 201, 201, 201, 409, 400, 201]);
     assert_eq!(records[1].expiration_seconds, 300);
-    assert_eq!(records[2].audiences, Vec::<String>::new(), "recorded as requested");
+    assert_eq!(
+        records[2].audiences,
+        Vec::<String>::new(),
+        "recorded as requested"
+    );
     assert_eq!(records[2].expiration_seconds, 3600);
     assert_eq!(records[3].audiences, ["vault"]);
-    assert_eq!((records[3].namespace.as_str(), records[3].service_account.as_str()), ("apps", "web"));
+    assert_eq!(
+        (
+            records[3].namespace.as_str(),
+            records[3].service_account.as_str()
+        ),
+        ("apps", "web")
+    );
     assert_eq!(k8s.count("create", "serviceaccounts/token"), 8);
 }
 
@@ -1319,7 +1764,10 @@ async fn token_review_semantics() {
                    "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
         );
     }
-    assert!(k8s.token_reviews().is_empty(), "unauthenticated calls review nothing");
+    assert!(
+        k8s.token_reviews().is_empty(),
+        "unauthenticated calls review nothing"
+    );
 
     // Default audiences.
     let ok = token_review(&k8s, Some(&reviewer), json!({"token": default_token})).await;
@@ -1329,12 +1777,17 @@ async fn token_review_semantics() {
     assert_eq!(review["apiVersion"], "authentication.k8s.io/v1");
     let status = &review["status"];
     assert_eq!(status["authenticated"], true);
-    let sa_uid = k8s.object("serviceaccounts", Some("apps"), "web").unwrap()["metadata"]["uid"].clone();
+    let sa_uid =
+        k8s.object("serviceaccounts", Some("apps"), "web").unwrap()["metadata"]["uid"].clone();
     assert_eq!(status["user"]["username"], "system:serviceaccount:apps:web");
     assert_eq!(status["user"]["uid"], sa_uid);
     assert_eq!(
         status["user"]["groups"],
-        json!(["system:serviceaccounts", "system:serviceaccounts:apps", "system:authenticated"])
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:apps",
+            "system:authenticated"
+        ])
     );
     let (_, claims) = decode_claims(&k8s, &default_token);
     assert_eq!(
@@ -1352,7 +1805,12 @@ async fn token_review_semantics() {
         format!("[invalid bearer token, token audiences [\"vault\"] is invalid for the target audiences [\"{}\"]]", k8s.issuer())
     );
     // …but passes when that audience is requested; status.audiences is the intersection.
-    let right_aud = token_review(&k8s, Some(&reviewer), json!({"token": vault_token, "audiences": ["vault", "other"]})).await;
+    let right_aud = token_review(
+        &k8s,
+        Some(&reviewer),
+        json!({"token": vault_token, "audiences": ["vault", "other"]}),
+    )
+    .await;
     assert_eq!(right_aud.json()["status"]["authenticated"], true);
     assert_eq!(right_aud.json()["status"]["audiences"], json!(["vault"]));
 
@@ -1363,7 +1821,10 @@ async fn token_review_semantics() {
         let review = token_review(&k8s, Some(&reviewer), json!({"token": bad})).await;
         assert_eq!(review.status, 201);
         assert_eq!(review.json()["status"]["authenticated"], false, "{bad}");
-        assert!(review.json()["status"]["error"].as_str().unwrap().starts_with("[invalid bearer token, "));
+        assert!(review.json()["status"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("[invalid bearer token, "));
     }
 
     // The ServiceAccount must still exist with the same uid.
@@ -1372,16 +1833,29 @@ async fn token_review_semantics() {
     assert_eq!(deleted.json()["status"]["authenticated"], false);
     k8s.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "web", "namespace": "apps"}}));
     let recreated = token_review(&k8s, Some(&reviewer), json!({"token": default_token})).await;
-    assert_eq!(recreated.json()["status"]["authenticated"], false, "new uid, old token");
-    assert!(recreated.json()["status"]["error"].as_str().unwrap().contains("does not match claim"));
+    assert_eq!(
+        recreated.json()["status"]["authenticated"],
+        false,
+        "new uid, old token"
+    );
+    assert!(recreated.json()["status"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not match claim"));
     let fresh = k8s.issue_token("apps", "web", &[], 3600);
     let fresh_review = token_review(&k8s, Some(&reviewer), json!({"token": fresh})).await;
     assert_eq!(fresh_review.json()["status"]["authenticated"], true);
 
     let records = k8s.token_reviews();
     let outcomes: Vec<bool> = records.iter().map(|r| r.authenticated).collect();
-    assert_eq!(outcomes, [true, false, true, false, false, false, false, false, true]);
-    assert_eq!(records[0].username.as_deref(), Some("system:serviceaccount:apps:web"));
+    assert_eq!(
+        outcomes,
+        [true, false, true, false, false, false, false, false, true]
+    );
+    assert_eq!(
+        records[0].username.as_deref(),
+        Some("system:serviceaccount:apps:web")
+    );
     assert_eq!(records[2].audiences, ["vault", "other"]);
     assert_eq!(records[1].username, None);
     assert_eq!(k8s.count("create", "tokenreviews"), 3 + 9);
@@ -1392,7 +1866,8 @@ async fn token_review_semantics() {
         .header("Content-Type", "application/json")
         .body(serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": fresh}})).unwrap())
         .unwrap();
-    let typed: k8s_openapi::api::authentication::v1::TokenReview = client.request(request).await.unwrap();
+    let typed: k8s_openapi::api::authentication::v1::TokenReview =
+        client.request(request).await.unwrap();
     assert_eq!(typed.status.unwrap().authenticated, Some(true));
 }
 
@@ -1404,16 +1879,27 @@ async fn jwks_and_public_key_verify_issued_tokens() {
     let jwks = raw(&k8s, "GET", "/openid/v1/jwks", &[], None).await.json();
     let key = &jwks["keys"][0];
     assert_eq!(key["kid"], k8s.key_id());
-    let decoding =
-        jsonwebtoken::DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap()).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+        key["n"].as_str().unwrap(),
+        key["e"].as_str().unwrap(),
+    )
+    .unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&["vault"]);
     validation.set_issuer(&[k8s.issuer()]);
     jsonwebtoken::decode::<Value>(&token, &decoding, &validation).expect("JWKS key verifies");
-    assert!(k8s.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
-    let discovery = raw(&k8s, "GET", "/.well-known/openid-configuration", &[], None).await.json();
+    assert!(k8s
+        .public_key_pem()
+        .starts_with("-----BEGIN PUBLIC KEY-----"));
+    let discovery = raw(&k8s, "GET", "/.well-known/openid-configuration", &[], None)
+        .await
+        .json();
     assert_eq!(discovery["issuer"], k8s.issuer());
-    assert_eq!(k8s.total_requests(), 0, "JWKS and discovery are not counted");
+    assert_eq!(
+        k8s.total_requests(),
+        0,
+        "JWKS and discovery are not counted"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1425,30 +1911,54 @@ async fn cluster_scoped_and_custom_resources() {
     let k8s = StandIn::start().await;
     let client = k8s.client();
     let gvk = GroupVersionKind::gvk("secret-injector.io", "v1alpha1", "ClusterSecretStore");
-    let cluster_stores: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+    let cluster_stores: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
     let mut store: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore",
         "metadata": {"name": "vault"}, "spec": {"provider": "vault"}, "status": {"ready": true}
     }))
     .unwrap();
-    let created = cluster_stores.create(&PostParams::default(), &store).await.unwrap();
+    let created = cluster_stores
+        .create(&PostParams::default(), &store)
+        .await
+        .unwrap();
     assert_eq!(created.metadata.namespace, None);
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.data.get("status").is_none(), "custom resource status is dropped on create");
+    assert!(
+        created.data.get("status").is_none(),
+        "custom resource status is dropped on create"
+    );
     store.metadata.resource_version = created.metadata.resource_version.clone();
     store.data["spec"]["provider"] = json!("openbao");
-    let updated = cluster_stores.replace("vault", &PostParams::default(), &store).await.unwrap();
+    let updated = cluster_stores
+        .replace("vault", &PostParams::default(), &store)
+        .await
+        .unwrap();
     assert_eq!(updated.metadata.generation, Some(2));
     assert!(k8s.object("clustersecretstores", None, "vault").is_some());
-    let namespaced_path = raw(&k8s, "GET", "/apis/secret-injector.io/v1alpha1/namespaces/default/clustersecretstores", &[], None).await;
+    let namespaced_path = raw(
+        &k8s,
+        "GET",
+        "/apis/secret-injector.io/v1alpha1/namespaces/default/clustersecretstores",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(namespaced_path.status, 404);
 
     let ns_gvk = GroupVersionKind::gvk("secret-injector.io", "v1alpha1", "SecretStore");
-    let stores: Api<DynamicObject> = Api::namespaced_with(client.clone(), "team", &ApiResource::from_gvk(&ns_gvk));
+    let stores: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "team", &ApiResource::from_gvk(&ns_gvk));
     let mut ns_store = store.clone();
-    ns_store.types = Some(kube::api::TypeMeta { api_version: "secret-injector.io/v1alpha1".into(), kind: "SecretStore".into() });
+    ns_store.types = Some(kube::api::TypeMeta {
+        api_version: "secret-injector.io/v1alpha1".into(),
+        kind: "SecretStore".into(),
+    });
     ns_store.metadata.resource_version = None;
-    let created = stores.create(&PostParams::default(), &ns_store).await.unwrap();
+    let created = stores
+        .create(&PostParams::default(), &ns_store)
+        .await
+        .unwrap();
     assert_eq!(created.metadata.namespace.as_deref(), Some("team"));
 
     // Namespaces themselves are cluster-scoped and pre-populated like a fresh cluster.
@@ -1464,7 +1974,13 @@ async fn cluster_scoped_and_custom_resources() {
     for expected in ["default", "kube-system", "secret-injector"] {
         assert!(names.contains(&expected.to_string()), "{names:?}");
     }
-    assert!(k8s.object("serviceaccounts", Some("secret-injector"), "secret-injector").is_some());
+    assert!(k8s
+        .object(
+            "serviceaccounts",
+            Some("secret-injector"),
+            "secret-injector"
+        )
+        .is_some());
 
     // The two Event APIs are separate stores.
     k8s.seed(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"}}));
@@ -1483,9 +1999,17 @@ async fn cluster_scoped_and_custom_resources() {
 
     // Opt-in NamespaceLifecycle check.
     let secrets: Api<Secret> = Api::namespaced(client, "nowhere");
-    secrets.create(&PostParams::default(), &secret("free", &[])).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("free", &[]))
+        .await
+        .unwrap();
     k8s.require_namespaces(true);
-    let err = api_error(secrets.create(&PostParams::default(), &secret("blocked", &[])).await.unwrap_err());
+    let err = api_error(
+        secrets
+            .create(&PostParams::default(), &secret("blocked", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code, 404);
     assert_eq!(err.message, "namespaces \"nowhere\" not found");
 }
@@ -1502,12 +2026,20 @@ async fn seed_object_and_remove_helpers() {
     assert_eq!(rv(&seeded), k8s.resource_version());
     let reseeded = k8s.seed(json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "s", "namespace": "default"}, "data": {}}));
-    assert_eq!(reseeded["metadata"]["uid"], seeded["metadata"]["uid"], "re-seeding keeps the uid");
+    assert_eq!(
+        reseeded["metadata"]["uid"], seeded["metadata"]["uid"],
+        "re-seeding keeps the uid"
+    );
     let deployment = k8s.seed(deployment("d", "i"));
     assert_eq!(deployment["metadata"]["generation"], 1);
-    assert_eq!(deployment["status"]["replicas"], 99, "seed stores status as given");
+    assert_eq!(
+        deployment["status"]["replicas"], 99,
+        "seed stores status as given"
+    );
     assert_eq!(k8s.objects("deployments").len(), 1);
-    assert!(k8s.object("deployments.apps", Some("default"), "d").is_some());
+    assert!(k8s
+        .object("deployments.apps", Some("default"), "d")
+        .is_some());
 
     let since = k8s.resource_version();
     k8s.remove("secrets", Some("default"), "s");
@@ -1531,16 +2063,25 @@ async fn discovery_and_health_are_served_but_not_counted() {
     let k8s = StandIn::start().await;
     let client = k8s.client();
     let version = client.apiserver_version().await.unwrap();
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "33"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "33")
+    );
     let core = client.list_core_api_versions().await.unwrap();
     assert_eq!(core.versions, ["v1"]);
     let groups = client.list_api_groups().await.unwrap();
     assert!(groups.groups.iter().any(|g| g.name == "apps"));
     assert!(groups.groups.iter().any(|g| g.name == "secret-injector.io"));
     let apps = client.list_api_group_resources("apps/v1").await.unwrap();
-    assert!(apps.resources.iter().any(|r| r.name == "deployments/status"));
+    assert!(apps
+        .resources
+        .iter()
+        .any(|r| r.name == "deployments/status"));
     let core_resources = client.list_core_api_resources("v1").await.unwrap();
-    assert!(core_resources.resources.iter().any(|r| r.name == "serviceaccounts/token"));
+    assert!(core_resources
+        .resources
+        .iter()
+        .any(|r| r.name == "serviceaccounts/token"));
     assert_eq!(raw(&k8s, "GET", "/healthz", &[], None).await.body, "ok");
     assert_eq!(k8s.total_requests(), 0);
 }
@@ -1554,7 +2095,10 @@ async fn kubeconfig_is_usable_by_config_infer() {
     // The only test in this binary that reads KUBECONFIG.
     std::env::set_var("KUBECONFIG", &path);
     let config = kube::Config::infer().await.expect("infer from KUBECONFIG");
-    assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), k8s.url());
+    assert_eq!(
+        config.cluster_url.to_string().trim_end_matches('/'),
+        k8s.url()
+    );
     let client = kube::Client::try_from(config).unwrap();
     let namespaces: Api<Namespace> = Api::all(client);
     namespaces.get("default").await.unwrap();
@@ -1565,7 +2109,10 @@ async fn kubeconfig_is_usable_by_config_infer() {
 async fn counters_and_injected_failures() {
     let k8s = StandIn::start().await;
     let secrets: Api<Secret> = Api::namespaced(k8s.client(), "default");
-    secrets.create(&PostParams::default(), &secret("c", &[])).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("c", &[]))
+        .await
+        .unwrap();
     secrets.get("c").await.unwrap();
     secrets.list(&ListParams::default()).await.unwrap();
     assert_eq!(k8s.total_requests(), 3);
@@ -1606,7 +2153,13 @@ async fn dropping_the_stand_in_stops_the_server() {
         while let Ok(Some(_)) = stream.try_next().await {}
     })
     .await;
-    assert!(ended.is_ok(), "open watches end when the stand-in is dropped");
+    assert!(
+        ended.is_ok(),
+        "open watches end when the stand-in is dropped"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(tokio::net::TcpStream::connect(&addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "listener closed"
+    );
 }

@@ -26,36 +26,43 @@ pub enum InjectError {
     Patch(#[from] PatchError),
     #[error(transparent)]
     Managed(#[from] ManagedError),
-    #[error("{store}: fetching {keys} as {identity} failed: {error}")]
-    Fetch {
-        store: StoreRef,
-        keys: String,
-        identity: PodIdentity,
-        error: ProviderError,
-    },
-    #[error("{store}: {key} (for {target}): {error}")]
-    Select {
-        store: StoreRef,
-        key: String,
-        /// The Secret key being produced, or "extract".
-        target: String,
-        error: SelectError,
-    },
-    #[error("{origin}: Secret key {key:?} is produced twice (by {first} and by {second}); rename one")]
+    #[error(transparent)]
+    Fetch(Box<FetchFailure>),
+    /// `context` names the store, the remote key and the Secret key being produced.
+    #[error("{context}: {error}")]
+    Select { context: String, error: SelectError },
+    #[error(
+        "{origin}: Secret key {key:?} is produced twice (by {first} and by {second}); rename one"
+    )]
     DuplicateKey {
         origin: String,
         key: String,
         first: String,
         second: String,
     },
-    #[error("{origin}: the values add up to {bytes} bytes, over the 1 MiB limit of a Kubernetes Secret")]
+    #[error(
+        "{origin}: the values add up to {bytes} bytes, over the 1 MiB limit of a Kubernetes Secret"
+    )]
     TooLarge { origin: String, bytes: usize },
     #[error(
         "no answer within the internal deadline of {}s while {stage}; the backend or the Kubernetes \
          API may be slow or unreachable — the pod was not admitted and nothing was written after that point",
         .deadline.as_secs_f32()
     )]
-    Deadline { deadline: Duration, stage: &'static str },
+    Deadline {
+        deadline: Duration,
+        stage: &'static str,
+    },
+}
+
+/// A backend read that failed, with what it was for.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: fetching {keys} as {identity} failed: {error}")]
+pub struct FetchFailure {
+    pub store: StoreRef,
+    pub keys: String,
+    pub identity: PodIdentity,
+    pub error: ProviderError,
 }
 
 impl InjectError {
@@ -74,8 +81,10 @@ impl InjectError {
             InjectError::Store(_) => "store",
             InjectError::Patch(_) => "patch",
             InjectError::Managed(_) => "managed_secret",
-            InjectError::Fetch { .. } => "fetch",
-            InjectError::Select { .. } | InjectError::DuplicateKey { .. } | InjectError::TooLarge { .. } => "value",
+            InjectError::Fetch(_) => "fetch",
+            InjectError::Select { .. }
+            | InjectError::DuplicateKey { .. }
+            | InjectError::TooLarge { .. } => "value",
             InjectError::Deadline { .. } => "deadline",
         }
     }

@@ -52,7 +52,12 @@ pub struct Injector {
 }
 
 impl Injector {
-    pub fn new(client: Client, config: InjectorConfig, metrics: Metrics, digest_key: DigestKey) -> Self {
+    pub fn new(
+        client: Client,
+        config: InjectorConfig,
+        metrics: Metrics,
+        digest_key: DigestKey,
+    ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
             vault: Arc::new(VaultProvider::new(tokens, metrics.clone())),
@@ -82,7 +87,10 @@ impl SecretProvider for UnsupportedProvider {
         _: &'a crate::identity::PodIdentity,
         _: &'a ResolvedStore,
         _: &'a [crate::provider::RemoteKey],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::provider::RemoteSecret>, crate::provider::KeyedError>> {
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Vec<crate::provider::RemoteSecret>, crate::provider::KeyedError>,
+    > {
         let name = self.0;
         Box::pin(async move {
             Err(crate::provider::KeyedError {
@@ -113,7 +121,10 @@ fn json_error(e: &serde_json::Error) -> String {
 }
 
 /// Handle one body sent to `/mutate`.
-pub async fn review_pod(injector: &Injector, body: &[u8]) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
+pub async fn review_pod(
+    injector: &Injector,
+    body: &[u8],
+) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
     let started = Instant::now();
     let (request, pod) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
@@ -122,29 +133,51 @@ pub async fn review_pod(injector: &Injector, body: &[u8]) -> Result<AdmissionRev
                 (generic_request(&req), pod)
             }
             Err(_) => {
-                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                return Ok(AdmissionResponse::invalid("the AdmissionReview carries no request").into_review());
+                injector
+                    .metrics
+                    .admission("mutate", "invalid", started.elapsed().as_secs_f64());
+                return Ok(
+                    AdmissionResponse::invalid("the AdmissionReview carries no request")
+                        .into_review(),
+                );
             }
         },
         Err(pod_err) => {
             // Not a pod we can decode; if the envelope parses we still answer with its uid.
-            let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                BadRequest(format!(
-                    "body is not an admission.k8s.io/v1 AdmissionReview ({})",
-                    json_error(&e)
-                ))
-            })?;
+            let review: AdmissionReview<DynamicObject> =
+                serde_json::from_slice(body).map_err(|e| {
+                    injector.metrics.admission(
+                        "mutate",
+                        "invalid",
+                        started.elapsed().as_secs_f64(),
+                    );
+                    BadRequest(format!(
+                        "body is not an admission.k8s.io/v1 AdmissionReview ({})",
+                        json_error(&e)
+                    ))
+                })?;
             let Ok(req) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) else {
-                injector.metrics.admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                return Ok(AdmissionResponse::invalid("the AdmissionReview carries no request").into_review());
+                injector
+                    .metrics
+                    .admission("mutate", "invalid", started.elapsed().as_secs_f64());
+                return Ok(
+                    AdmissionResponse::invalid("the AdmissionReview carries no request")
+                        .into_review(),
+                );
             };
             let response = AdmissionResponse::from(&req);
             let response = if is_pod_create(&req) {
-                injector.metrics.admission("mutate", "denied", started.elapsed().as_secs_f64());
-                response.deny(format!("the pod object could not be decoded ({})", json_error(&pod_err)))
+                injector
+                    .metrics
+                    .admission("mutate", "denied", started.elapsed().as_secs_f64());
+                response.deny(format!(
+                    "the pod object could not be decoded ({})",
+                    json_error(&pod_err)
+                ))
             } else {
-                injector.metrics.admission("mutate", "allowed", started.elapsed().as_secs_f64());
+                injector
+                    .metrics
+                    .admission("mutate", "allowed", started.elapsed().as_secs_f64());
                 response
             };
             return Ok(response.into_review());
@@ -158,7 +191,9 @@ pub async fn review_pod(injector: &Injector, body: &[u8]) -> Result<AdmissionRev
         pod = %pod_display_name(pod.as_ref()),
         dry_run = request.dry_run,
     );
-    let response = answer(injector, &request, pod.as_ref()).instrument(span).await;
+    let response = answer(injector, &request, pod.as_ref())
+        .instrument(span)
+        .await;
     let result = if !response.allowed {
         "denied"
     } else if response.patch.is_some() {
@@ -166,11 +201,17 @@ pub async fn review_pod(injector: &Injector, body: &[u8]) -> Result<AdmissionRev
     } else {
         "allowed"
     };
-    injector.metrics.admission("mutate", result, started.elapsed().as_secs_f64());
+    injector
+        .metrics
+        .admission("mutate", result, started.elapsed().as_secs_f64());
     Ok(response.into_review())
 }
 
-async fn answer(injector: &Injector, request: &AdmissionRequest<DynamicObject>, pod: Option<&Pod>) -> AdmissionResponse {
+async fn answer(
+    injector: &Injector,
+    request: &AdmissionRequest<DynamicObject>,
+    pod: Option<&Pod>,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     // Only pod CREATE is ever mutated; anything else the API server sends us is let through.
     if !is_pod_create(request) {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use time::OffsetDateTime;
 
-use super::error::InjectError;
+use super::error::{FetchFailure, InjectError};
 use super::Injector;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Target};
@@ -67,7 +67,12 @@ pub async fn mutate(
     }
     let stage = AtomicU8::new(Stage::Owner as u8);
     let deadline = injector.config.deadline;
-    match tokio::time::timeout(deadline, pipeline(injector, pod, namespace, dry_run, &stage)).await {
+    match tokio::time::timeout(
+        deadline,
+        pipeline(injector, pod, namespace, dry_run, &stage),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => {
             injector.metrics.deadline_exceeded();
@@ -96,7 +101,12 @@ async fn pipeline(
     let container_names: Vec<String> = pod
         .spec
         .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
         .map(|c| c.name.clone())
         .collect();
     let Some(spec) = spec::parse(
@@ -168,18 +178,29 @@ async fn pipeline(
         .filter(|(_, e)| !matches!(e, Existing::Ours { current: true, .. }))
         .map(|(i, _)| i)
         .collect();
-    let fetched = try_join_all(
-        to_fetch
-            .iter()
-            .map(|&i| fetch_item(injector, &identity, &stores[&spec.items[i].store], &spec.items[i])),
-    )
+    let fetched = try_join_all(to_fetch.iter().map(|&i| {
+        fetch_item(
+            injector,
+            &identity,
+            &stores[&spec.items[i].store],
+            &spec.items[i],
+        )
+    }))
     .await?;
 
     set_stage(Stage::Write);
     let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
     for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
         let current = existing[i].take().expect("each item written once");
-        managed::write(&secrets_api, &targets[i], data, &injector.digest_key, current, &injector.metrics).await?;
+        managed::write(
+            &secrets_api,
+            &targets[i],
+            data,
+            &injector.digest_key,
+            current,
+            &injector.metrics,
+        )
+        .await?;
     }
     Ok(Some(Mutation { patch, secrets }))
 }
@@ -204,14 +225,20 @@ async fn fetch_item(
         .fetch_cache
         .fetch(provider.as_ref(), identity, store, &keys)
         .await
-        .map_err(|e| InjectError::Fetch {
-            store: store.reference.clone(),
-            keys: match e.key {
-                Some(k) => k,
-                None => keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>().join(", "),
-            },
-            identity: identity.clone(),
-            error: e.error,
+        .map_err(|e| {
+            InjectError::Fetch(Box::new(FetchFailure {
+                store: store.reference.clone(),
+                keys: match e.key {
+                    Some(k) => k,
+                    None => keys
+                        .iter()
+                        .map(|k| k.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
+                identity: identity.clone(),
+                error: e.error,
+            }))
         })?;
     let by_key: BTreeMap<&RemoteKey, &RemoteSecret> = keys.iter().zip(documents.iter()).collect();
     assemble(store, item, &by_key)
@@ -239,20 +266,21 @@ fn assemble(
     };
     for d in &item.data {
         let doc = documents[&RemoteKey::from(&d.remote_ref)];
-        let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| InjectError::Select {
-            store: store.reference.clone(),
-            key: d.remote_ref.key.clone(),
-            target: d.secret_key.clone(),
-            error,
+        let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| {
+            InjectError::Select {
+                context: format!(
+                    "{}: {} (for {})",
+                    store.reference, d.remote_ref.key, d.secret_key
+                ),
+                error,
+            }
         })?;
         insert(d.secret_key.clone(), value, format!("{}", d.remote_ref))?;
     }
     for r in &item.extract {
         let doc = documents[&RemoteKey::from(r)];
         let fields = provider::extract(doc).map_err(|error| InjectError::Select {
-            store: store.reference.clone(),
-            key: r.key.clone(),
-            target: "extract".into(),
+            context: format!("{}: {} (for extract)", store.reference, r.key),
             error,
         })?;
         for (k, v) in fields {

@@ -45,7 +45,11 @@ pub enum ProviderError {
     #[error(transparent)]
     Identity(std::sync::Arc<IdentityError>),
     #[error("login at {path} as role {role:?} was refused ({detail})")]
-    LoginRefused { path: String, role: String, detail: String },
+    LoginRefused {
+        path: String,
+        role: String,
+        detail: String,
+    },
     #[error("permission denied ({detail})")]
     PermissionDenied { detail: String },
     #[error("path not found ({detail})")]
@@ -92,7 +96,10 @@ pub trait SecretProvider: Send + Sync {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
     #[error("property {property:?} is missing (fields present: {})", .available.join(", "))]
-    PropertyMissing { property: String, available: Vec<String> },
+    PropertyMissing {
+        property: String,
+        available: Vec<String>,
+    },
     #[error("the value is not a JSON object, so property {property:?} cannot be selected")]
     NotJson { property: String },
     #[error("the secret has {count} fields ({}); name one with #<property>", .fields.join(", "))]
@@ -107,10 +114,13 @@ pub enum SelectError {
 pub fn select(secret: &RemoteSecret, property: Option<&str>) -> Result<SecretBytes, SelectError> {
     match (secret, property) {
         (RemoteSecret::Fields(fields), Some(p)) => {
-            fields.get(p).cloned().ok_or_else(|| SelectError::PropertyMissing {
-                property: p.to_string(),
-                available: fields.keys().cloned().collect(),
-            })
+            fields
+                .get(p)
+                .cloned()
+                .ok_or_else(|| SelectError::PropertyMissing {
+                    property: p.to_string(),
+                    available: fields.keys().cloned().collect(),
+                })
         }
         (RemoteSecret::Fields(fields), None) => {
             if fields.len() == 1 {
@@ -124,11 +134,15 @@ pub fn select(secret: &RemoteSecret, property: Option<&str>) -> Result<SecretByt
         }
         (RemoteSecret::Blob(blob), None) => Ok(blob.clone()),
         (RemoteSecret::Blob(blob), Some(p)) => {
-            let map = json_object(blob).ok_or_else(|| SelectError::NotJson { property: p.to_string() })?;
-            map.get(p).cloned().ok_or_else(|| SelectError::PropertyMissing {
+            let map = json_object(blob).ok_or_else(|| SelectError::NotJson {
                 property: p.to_string(),
-                available: map.keys().cloned().collect(),
-            })
+            })?;
+            map.get(p)
+                .cloned()
+                .ok_or_else(|| SelectError::PropertyMissing {
+                    property: p.to_string(),
+                    available: map.keys().cloned().collect(),
+                })
         }
     }
 }
@@ -148,7 +162,8 @@ pub fn extract(secret: &RemoteSecret) -> Result<BTreeMap<String, SecretBytes>, S
 /// A JSON object's fields: strings as their text, anything else as its JSON encoding
 /// (numbers, booleans, nested objects) — the convention External Secrets Operator uses.
 fn json_object(blob: &SecretBytes) -> Option<BTreeMap<String, SecretBytes>> {
-    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(blob.expose()).ok()?;
+    let value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(blob.expose()).ok()?;
     Some(value.into_iter().map(|(k, v)| (k, json_field(v))).collect())
 }
 
@@ -179,23 +194,40 @@ mod tests {
         let e = select(&db, Some("pw")).unwrap_err();
         assert!(e.to_string().contains("password, username"), "{e}");
         assert!(!e.to_string().contains("s3cret"));
-        assert!(matches!(select(&db, None), Err(SelectError::Ambiguous { count: 2, .. })));
+        assert!(matches!(
+            select(&db, None),
+            Err(SelectError::Ambiguous { count: 2, .. })
+        ));
         assert_eq!(select(&fields(&[("v", "x")]), None).unwrap().expose(), b"x");
 
-        let blob = RemoteSecret::Blob(SecretBytes::from_string(r#"{"api_key":"k","port":443}"#.into()));
+        let blob = RemoteSecret::Blob(SecretBytes::from_string(
+            r#"{"api_key":"k","port":443}"#.into(),
+        ));
         assert_eq!(select(&blob, Some("port")).unwrap().expose(), b"443");
         let plain = RemoteSecret::Blob(SecretBytes::from_string("plain-token".into()));
         assert_eq!(select(&plain, None).unwrap().expose(), b"plain-token");
-        assert_eq!(select(&plain, Some("x")), Err(SelectError::NotJson { property: "x".into() }));
+        assert_eq!(
+            select(&plain, Some("x")),
+            Err(SelectError::NotJson {
+                property: "x".into()
+            })
+        );
     }
 
     #[test]
     fn extract_semantics() {
-        let blob = RemoteSecret::Blob(SecretBytes::from_string(r#"{"api_key":"k","endpoint":"https://x"}"#.into()));
+        let blob = RemoteSecret::Blob(SecretBytes::from_string(
+            r#"{"api_key":"k","endpoint":"https://x"}"#.into(),
+        ));
         let m = extract(&blob).unwrap();
         assert_eq!(m.keys().collect::<Vec<_>>(), ["api_key", "endpoint"]);
         let bad = fields(&[("a/b", "x")]);
-        assert_eq!(extract(&bad), Err(SelectError::BadKey { field: "a/b".into() }));
+        assert_eq!(
+            extract(&bad),
+            Err(SelectError::BadKey {
+                field: "a/b".into()
+            })
+        );
         let plain = RemoteSecret::Blob(SecretBytes::from_string("nope".into()));
         assert_eq!(extract(&plain), Err(SelectError::NotExtractable));
     }

@@ -43,7 +43,12 @@ struct Session {
 struct SessionExpiry;
 
 impl moka::Expiry<SessionKey, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(&self, _: &SessionKey, value: &Arc<Session>, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &SessionKey,
+        value: &Arc<Session>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -74,14 +79,20 @@ impl VaultProvider {
     }
 
     async fn http_client(&self, ca: Option<&[u8]>) -> Result<reqwest::Client, ProviderError> {
-        let key = HttpKey { ca: ca.map(<[u8]>::to_vec) };
+        let key = HttpKey {
+            ca: ca.map(<[u8]>::to_vec),
+        };
         self.http
             .try_get_with(key, async move { build_http_client(ca) })
             .await
             .map_err(|e: Arc<ProviderError>| (*e).clone())
     }
 
-    async fn session(&self, identity: &PodIdentity, config: &VaultConfig) -> Result<(Arc<Session>, bool), ProviderError> {
+    async fn session(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+    ) -> Result<(Arc<Session>, bool), ProviderError> {
         let key = session_key(identity, config);
         let mut fresh = false;
         let session = self
@@ -95,17 +106,33 @@ impl VaultProvider {
         Ok((session, fresh))
     }
 
-    async fn login(&self, identity: &PodIdentity, config: &VaultConfig) -> Result<Session, ProviderError> {
+    async fn login(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+    ) -> Result<Session, ProviderError> {
         let http = self.http_client(config.ca_pem.as_deref()).await?;
         let jwt = self.tokens.issue(identity, &config.auth.audiences).await?;
         let mut client = vault_client(config, http, "")?;
         let path = format!("auth/{}/login", config.auth.mount);
         let result = match config.auth.method {
             VaultAuthMethod::Kubernetes => {
-                vaultrs::auth::kubernetes::login(&client, &config.auth.mount, &config.auth.role, jwt.expose()).await
+                vaultrs::auth::kubernetes::login(
+                    &client,
+                    &config.auth.mount,
+                    &config.auth.role,
+                    jwt.expose(),
+                )
+                .await
             }
             VaultAuthMethod::Jwt => {
-                vaultrs::auth::oidc::login(&client, &config.auth.mount, jwt.expose(), Some(config.auth.role.clone())).await
+                vaultrs::auth::oidc::login(
+                    &client,
+                    &config.auth.mount,
+                    jwt.expose(),
+                    Some(config.auth.role.clone()),
+                )
+                .await
             }
         };
         drop(jwt);
@@ -130,37 +157,59 @@ impl VaultProvider {
         };
         client.set_token(&auth.client_token);
         let lease = Duration::from_secs(auth.lease_duration);
-        let ttl = if lease.is_zero() { MAX_SESSION } else { (lease * 4 / 5).min(MAX_SESSION) };
+        let ttl = if lease.is_zero() {
+            MAX_SESSION
+        } else {
+            (lease * 4 / 5).min(MAX_SESSION)
+        };
         Ok(Session { client, ttl })
     }
 
-    async fn read(&self, session: &Session, config: &VaultConfig, key: &RemoteKey) -> Result<RemoteSecret, ProviderError> {
-        let result: Result<BTreeMap<String, serde_json::Value>, ClientError> = match (&config.kv, &key.version) {
-            (KvVersion::V2, None) => vaultrs::kv2::read(&session.client, &config.mount, &key.key).await,
+    async fn read(
+        &self,
+        session: &Session,
+        config: &VaultConfig,
+        key: &RemoteKey,
+    ) -> Result<RemoteSecret, ProviderError> {
+        let result: Result<BTreeMap<String, serde_json::Value>, ClientError> = match (
+            &config.kv,
+            &key.version,
+        ) {
+            (KvVersion::V2, None) => {
+                vaultrs::kv2::read(&session.client, &config.mount, &key.key).await
+            }
             (KvVersion::V2, Some(v)) => {
                 let version: u64 = v.parse().map_err(|_| {
-                    ProviderError::InvalidRequest(format!("version {v:?} is not a KV v2 version number"))
+                    ProviderError::InvalidRequest(format!(
+                        "version {v:?} is not a KV v2 version number"
+                    ))
                 })?;
                 vaultrs::kv2::read_version(&session.client, &config.mount, &key.key, version).await
             }
-            (KvVersion::V1, None) => vaultrs::kv1::get(&session.client, &config.mount, &key.key).await,
-            (KvVersion::V1, Some(_)) => {
-                return Err(ProviderError::InvalidRequest(
-                    "remoteRef.version is set but the store's KV engine is v1, which has no versions".into(),
-                ))
+            (KvVersion::V1, None) => {
+                vaultrs::kv1::get(&session.client, &config.mount, &key.key).await
             }
+            (KvVersion::V1, Some(_)) => return Err(ProviderError::InvalidRequest(
+                "remoteRef.version is set but the store's KV engine is v1, which has no versions"
+                    .into(),
+            )),
         };
         match result {
             Ok(map) => {
                 self.metrics.backend_call("vault", "read", "ok");
-                Ok(RemoteSecret::Fields(map.into_iter().map(|(k, v)| (k, json_field(v))).collect()))
+                Ok(RemoteSecret::Fields(
+                    map.into_iter().map(|(k, v)| (k, json_field(v))).collect(),
+                ))
             }
             Err(e) => {
                 self.metrics.backend_call("vault", "read", "error");
                 let err = classify(e);
                 // A policy scoped to `<mount>/data/...` makes a wrong KV version look like a 403,
                 // so both statuses get the mount diagnosis.
-                if matches!(err, ProviderError::NotFound { .. } | ProviderError::PermissionDenied { .. }) {
+                if matches!(
+                    err,
+                    ProviderError::NotFound { .. } | ProviderError::PermissionDenied { .. }
+                ) {
                     if let Some(mismatch) = self.diagnose_kv_version(session, config).await {
                         return Err(mismatch);
                     }
@@ -172,7 +221,11 @@ impl VaultProvider {
 
     /// After a 404 or 403, ask Vault which KV version the mount really is (the same lookup the
     /// vault CLI does), so a wrong `version` in the store gets a precise message.
-    async fn diagnose_kv_version(&self, session: &Session, config: &VaultConfig) -> Option<ProviderError> {
+    async fn diagnose_kv_version(
+        &self,
+        session: &Session,
+        config: &VaultConfig,
+    ) -> Option<ProviderError> {
         #[derive(serde::Deserialize)]
         struct MountInfo {
             data: MountData,
@@ -198,11 +251,23 @@ impl VaultProvider {
         if let Some(ns) = &config.namespace {
             request = request.header("X-Vault-Namespace", ns.as_str());
         }
-        let info: MountInfo = request.send().await.ok()?.error_for_status().ok()?.json().await.ok()?;
+        let info: MountInfo = request
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         if info.data.kind != "kv" {
             return None;
         }
-        let actual = info.data.options.and_then(|o| o.get("version").cloned()).unwrap_or_else(|| "1".into());
+        let actual = info
+            .data
+            .options
+            .and_then(|o| o.get("version").cloned())
+            .unwrap_or_else(|| "1".into());
         let actual = format!("v{}", actual.trim_start_matches('v'));
         (actual != config.kv.as_str()).then(|| ProviderError::KvVersionMismatch {
             mount: config.mount.clone(),
@@ -257,7 +322,9 @@ impl VaultProvider {
                     ..
                 }) if !fresh && !retried => {
                     retried = true;
-                    self.sessions.invalidate(&session_key(identity, config)).await;
+                    self.sessions
+                        .invalidate(&session_key(identity, config))
+                        .await;
                 }
                 Some(f) => return Err(f),
             }
@@ -307,19 +374,23 @@ fn build_http_client(ca: Option<&[u8]>) -> Result<reqwest::Client, ProviderError
         Some(pem) => {
             let mut reader = pem;
             for cert in rustls_pemfile::certs(&mut reader) {
-                let cert = cert.map_err(|_| ProviderError::InvalidRequest("caBundle is not valid PEM".into()))?;
-                roots
-                    .add(cert)
-                    .map_err(|_| ProviderError::InvalidRequest("caBundle holds an unusable certificate".into()))?;
+                let cert = cert.map_err(|_| {
+                    ProviderError::InvalidRequest("caBundle is not valid PEM".into())
+                })?;
+                roots.add(cert).map_err(|_| {
+                    ProviderError::InvalidRequest("caBundle holds an unusable certificate".into())
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProviderError::InvalidRequest(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ProviderError::InvalidRequest(format!("TLS setup failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(REQUEST_TIMEOUT)
@@ -327,10 +398,19 @@ fn build_http_client(ca: Option<&[u8]>) -> Result<reqwest::Client, ProviderError
         // A redirect could point a tenant-influenced request anywhere; Vault doesn't need them.
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| ProviderError::InvalidRequest(format!("HTTP client setup failed: {}", scrub(&e.to_string()))))
+        .map_err(|e| {
+            ProviderError::InvalidRequest(format!(
+                "HTTP client setup failed: {}",
+                scrub(&e.to_string())
+            ))
+        })
 }
 
-fn vault_client(config: &VaultConfig, http: reqwest::Client, token: &str) -> Result<VaultClient, ProviderError> {
+fn vault_client(
+    config: &VaultConfig,
+    http: reqwest::Client,
+    token: &str,
+) -> Result<VaultClient, ProviderError> {
     let address = config.server.as_str().trim_end_matches('/').to_string();
     let settings = VaultClientSettingsBuilder::default()
         .address(&address)

@@ -46,14 +46,23 @@ async fn mutate(State(injector): State<Arc<Injector>>, body: Bytes) -> Response 
 /// Serialise a review the way the API server's own clients do: kube-core would write
 /// `response.patch` as an array of numbers; Kubernetes' wire format for `[]byte` is base64,
 /// about four times smaller.
-fn json_review(review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>) -> Response {
+fn json_review(
+    review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+) -> Response {
     use base64::Engine;
     let mut value = match serde_json::to_value(review) {
         Ok(v) => v,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "response could not be serialised").into_response(),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "response could not be serialised",
+            )
+                .into_response()
+        }
     };
     if let Some(bytes) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
-        value["response"]["patch"] = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        value["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     Json(value).into_response()
 }
@@ -83,7 +92,10 @@ pub fn admin_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
             "/metrics",
             get(|State(s): State<AdminState>| async move {
                 (
-                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     s.metrics.encode(),
                 )
             }),
@@ -133,14 +145,21 @@ pub async fn serve_tls(
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("connections still open after 10s; closing them");
     }
     Ok(())
 }
 
 /// Serve plain HTTP (the admin port) until shutdown.
-pub async fn serve_plain(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

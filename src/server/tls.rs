@@ -35,7 +35,9 @@ pub struct ReloadingCert {
 
 impl std::fmt::Debug for ReloadingCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingCert").field("cert_path", &self.cert_path).finish()
+        f.debug_struct("ReloadingCert")
+            .field("cert_path", &self.cert_path)
+            .finish()
     }
 }
 
@@ -49,7 +51,11 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 fn load(cert_path: &Path, key_path: &Path) -> Result<(Arc<CertifiedKey>, [u8; 32]), TlsError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
-    let fingerprint: [u8; 32] = Sha256::new().chain_update(&cert_pem).chain_update(&key_pem).finalize().into();
+    let fingerprint: [u8; 32] = Sha256::new()
+        .chain_update(&cert_pem)
+        .chain_update(&key_pem)
+        .finalize()
+        .into();
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|_| TlsError::NoCertificate {
@@ -66,8 +72,10 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<(Arc<CertifiedKey>, [u8; 32
         .ok_or_else(|| TlsError::NoKey {
             path: key_path.to_path_buf(),
         })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| TlsError::UnsupportedKey {
-        path: key_path.to_path_buf(),
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| {
+        TlsError::UnsupportedKey {
+            path: key_path.to_path_buf(),
+        }
     })?;
     Ok((Arc::new(CertifiedKey::new(certs, signing)), fingerprint))
 }
@@ -101,7 +109,11 @@ impl ReloadingCert {
         }
     }
 
-    pub fn spawn_reloader(self: &Arc<Self>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -116,11 +128,13 @@ impl ReloadingCert {
     }
 
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config
     }

@@ -73,15 +73,41 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_forms() {
-        for (text, secs) in [("0", 0), ("30s", 30), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("2h5m10s", 7510)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
-            assert_eq!(parse_duration(&format_duration(Duration::from_secs(secs))), Ok(Duration::from_secs(secs)));
+        for (text, secs) in [
+            ("0", 0),
+            ("30s", 30),
+            ("15m", 900),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("2h5m10s", 7510),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_secs(secs))),
+                Ok(Duration::from_secs(secs))
+            );
         }
     }
 
     #[test]
     fn rejects_everything_else() {
-        for text in ["", "1", "1d", "h", "1.5h", "-1h", "30m1h", "1h1h", "1 h", "10ms", "99999999999999999999h"] {
+        for text in [
+            "",
+            "1",
+            "1d",
+            "h",
+            "1.5h",
+            "-1h",
+            "30m1h",
+            "1h1h",
+            "1 h",
+            "10ms",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(text).is_err(), "{text} should be rejected");
         }
     }

@@ -106,16 +106,21 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
     let at = format!("{ANN_EXTERNAL_SECRETS}[{index}]");
     let field = |f: &str| format!("{at}.{f}");
 
-    let name = raw.name.ok_or_else(|| invalid(field("name"), "missing: the managed Secret's name"))?;
+    let name = raw
+        .name
+        .ok_or_else(|| invalid(field("name"), "missing: the managed Secret's name"))?;
     if !is_dns1123_subdomain(&name) {
         return Err(invalid(
             field("name"),
             format!("{name:?} is not a valid Secret name (lowercase DNS-1123 subdomain)"),
         ));
     }
-    let store_ref = raw
-        .store_ref
-        .ok_or_else(|| invalid(field("storeRef"), "missing: {name, kind} of the store to read from"))?;
+    let store_ref = raw.store_ref.ok_or_else(|| {
+        invalid(
+            field("storeRef"),
+            "missing: {name, kind} of the store to read from",
+        )
+    })?;
     let store = {
         let kind = match store_ref.kind.as_deref() {
             None | Some("SecretStore") => StoreKind::SecretStore,
@@ -139,7 +144,11 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
         }
     };
     let refresh_interval = match raw.refresh_interval {
-        Some(v) => parse_interval(&field("refreshInterval"), &v.into_string(), ctx.min_refresh_interval)?,
+        Some(v) => parse_interval(
+            &field("refreshInterval"),
+            &v.into_string(),
+            ctx.min_refresh_interval,
+        )?,
         None => DEFAULT_REFRESH_INTERVAL,
     };
 
@@ -189,7 +198,10 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
         });
     }
     if data.is_empty() && extract.is_empty() {
-        return Err(invalid(at, "has neither data nor dataFrom: nothing to inject"));
+        return Err(invalid(
+            at,
+            "has neither data nor dataFrom: nothing to inject",
+        ));
     }
 
     let (env, mount_path) = match raw.inject {
@@ -226,7 +238,10 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
     let containers = match raw.containers {
         Some(list) => {
             if list.is_empty() {
-                return Err(invalid(field("containers"), "is empty; omit it to inject every container"));
+                return Err(invalid(
+                    field("containers"),
+                    "is empty; omit it to inject every container",
+                ));
             }
             let mut out: Vec<String> = Vec::new();
             for c in list {
@@ -266,7 +281,12 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
 }
 
 fn check_version(field: &str, v: &str) -> Result<(), SpecError> {
-    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+    if v.is_empty()
+        || v.len() > 128
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
         return Err(invalid(
             field,
             format!("{v:?} is not a version (a number for Vault KV v2, a VersionId or VersionStage for AWS)"),

@@ -534,7 +534,10 @@ pub(crate) fn check_remote_key(field: &str, key: &str) -> Result<(), SpecError> 
         ));
     }
     if key.len() > 2048 {
-        return Err(invalid(field, "the remote key is longer than 2048 characters"));
+        return Err(invalid(
+            field,
+            "the remote key is longer than 2048 characters",
+        ));
     }
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid(
@@ -557,7 +560,10 @@ pub(crate) fn check_remote_key(field: &str, key: &str) -> Result<(), SpecError> 
             ),
         ));
     }
-    if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(invalid(
             field,
             format!("remote key {key:?} has an empty, '.' or '..' path segment"),
@@ -568,7 +574,10 @@ pub(crate) fn check_remote_key(field: &str, key: &str) -> Result<(), SpecError> 
 
 fn check_property(field: &str, property: &str) -> Result<(), SpecError> {
     if property.is_empty() {
-        return Err(invalid(field, "the #property after the remote key is empty"));
+        return Err(invalid(
+            field,
+            "the #property after the remote key is empty",
+        ));
     }
     if property.chars().any(|c| c.is_control()) || property.len() > 256 {
         return Err(invalid(
@@ -612,7 +621,9 @@ pub(crate) fn parse_interval(
     let d = parse_duration(value.trim()).map_err(|e| {
         invalid(
             field,
-            format!("{value:?} is not a duration: {e} (examples: 30s, 15m, 1h, 1h30m; 0 = fetch once)"),
+            format!(
+                "{value:?} is not a duration: {e} (examples: 30s, 15m, 1h, 1h30m; 0 = fetch once)"
+            ),
         )
     })?;
     if !d.is_zero() && d < min {
@@ -666,7 +677,11 @@ pub(crate) fn parse_containers(
     Ok(out)
 }
 
-pub(crate) fn check_container(field: &str, name: &str, existing: &[String]) -> Result<(), SpecError> {
+pub(crate) fn check_container(
+    field: &str,
+    name: &str,
+    existing: &[String],
+) -> Result<(), SpecError> {
     if !existing.iter().any(|c| c == name) {
         return Err(invalid(
             field,

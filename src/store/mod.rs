@@ -16,9 +16,15 @@ use crate::spec::{StoreKind, StoreRef};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{reference} not found in namespace {namespace}")]
-    NotFound { reference: StoreRef, namespace: String },
+    NotFound {
+        reference: StoreRef,
+        namespace: String,
+    },
     #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
-    NotAllowed { reference: StoreRef, namespace: String },
+    NotAllowed {
+        reference: StoreRef,
+        namespace: String,
+    },
     #[error("{reference} is invalid: {}", join(errors))]
     Invalid {
         reference: StoreRef,
@@ -28,12 +34,16 @@ pub enum StoreError {
     Api {
         reference: StoreRef,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
 fn join(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A store that exists, may be used from the namespace, and whose spec is valid.
@@ -44,7 +54,11 @@ pub struct ResolvedStore {
     pub config: ProviderConfig,
 }
 
-pub async fn resolve(client: &Client, namespace: &str, reference: &StoreRef) -> Result<ResolvedStore, StoreError> {
+pub async fn resolve(
+    client: &Client,
+    namespace: &str,
+    reference: &StoreRef,
+) -> Result<ResolvedStore, StoreError> {
     let api_err = |source: kube::Error| match &source {
         kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
             reference: reference.clone(),
@@ -52,7 +66,7 @@ pub async fn resolve(client: &Client, namespace: &str, reference: &StoreRef) -> 
         },
         _ => StoreError::Api {
             reference: reference.clone(),
-            source,
+            source: Box::new(source),
         },
     };
     let (provider, uid) = match reference.kind {
@@ -72,7 +86,7 @@ pub async fn resolve(client: &Client, namespace: &str, reference: &StoreRef) -> 
                 .await
                 .map_err(|source| StoreError::Api {
                     reference: reference.clone(),
-                    source,
+                    source: Box::new(source),
                 })?
             {
                 return Err(StoreError::NotAllowed {
@@ -104,10 +118,16 @@ async fn namespace_allowed(
     if conditions.is_empty() {
         return Ok(true);
     }
-    if conditions.iter().any(|c| c.namespaces.iter().any(|n| n == namespace)) {
+    if conditions
+        .iter()
+        .any(|c| c.namespaces.iter().any(|n| n == namespace))
+    {
         return Ok(true);
     }
-    let selectors: Vec<_> = conditions.iter().filter_map(|c| c.namespace_selector.clone()).collect();
+    let selectors: Vec<_> = conditions
+        .iter()
+        .filter_map(|c| c.namespace_selector.clone())
+        .collect();
     if selectors.is_empty() {
         return Ok(false);
     }

@@ -97,14 +97,22 @@ pub fn validate_provider(spec: &ProviderSpec) -> Result<Validated, Vec<FieldErro
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let config = match (&spec.vault, &spec.aws) {
-        (Some(vault), None) => validate_vault(vault, &mut errors, &mut warnings).map(ProviderConfig::Vault),
+        (Some(vault), None) => {
+            validate_vault(vault, &mut errors, &mut warnings).map(ProviderConfig::Vault)
+        }
         (None, Some(aws)) => validate_aws(aws, &mut errors).map(ProviderConfig::Aws),
         (Some(_), Some(_)) => {
-            errors.push(err("spec.provider", "exactly one provider may be set, found both vault and aws"));
+            errors.push(err(
+                "spec.provider",
+                "exactly one provider may be set, found both vault and aws",
+            ));
             None
         }
         (None, None) => {
-            errors.push(err("spec.provider", "exactly one provider must be set: vault or aws"));
+            errors.push(err(
+                "spec.provider",
+                "exactly one provider must be set: vault or aws",
+            ));
             None
         }
     };
@@ -160,18 +168,23 @@ fn validate_vault(
         }
     }
 
-    let ca_pem = spec.ca_bundle.as_deref().and_then(|b64| match decode_ca_bundle(b64) {
-        Ok(pem) => Some(pem),
-        Err(m) => {
-            errors.push(err("spec.provider.vault.caBundle", m));
-            None
-        }
-    });
+    let ca_pem = spec
+        .ca_bundle
+        .as_deref()
+        .and_then(|b64| match decode_ca_bundle(b64) {
+            Ok(pem) => Some(pem),
+            Err(m) => {
+                errors.push(err("spec.provider.vault.caBundle", m));
+                None
+            }
+        });
 
     let auth = match (&spec.auth.kubernetes, &spec.auth.jwt) {
         (Some(k), None) => {
             if k.service_account_ref.is_some() {
-                warnings.push(service_account_ref_warning("spec.provider.vault.auth.kubernetes"));
+                warnings.push(service_account_ref_warning(
+                    "spec.provider.vault.auth.kubernetes",
+                ));
             }
             check_auth(
                 VaultAuthMethod::Kubernetes,
@@ -286,10 +299,16 @@ fn check_mount_segments(path: &str) -> Result<(), String> {
     if path.starts_with('/') || path.ends_with('/') {
         return Err(format!("{path:?} must not start or end with '/'"));
     }
-    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(format!("{path:?} has an empty, '.' or '..' segment"));
     }
-    if path.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%' | '\\')) {
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '%' | '\\'))
+    {
         return Err(format!("{path:?} may only contain path characters"));
     }
     Ok(())
@@ -320,7 +339,10 @@ fn check_endpoint(path: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option
         }
     };
     if !matches!(url.scheme(), "https" | "http") {
-        errors.push(err(path, format!("scheme {:?} is not allowed; use https", url.scheme())));
+        errors.push(err(
+            path,
+            format!("scheme {:?} is not allowed; use https", url.scheme()),
+        ));
         return None;
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -328,7 +350,10 @@ fn check_endpoint(path: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option
         return None;
     }
     if url.query().is_some() || url.fragment().is_some() || !matches!(url.path(), "" | "/") {
-        errors.push(err(path, "must be scheme://host[:port] with no path, query or fragment"));
+        errors.push(err(
+            path,
+            "must be scheme://host[:port] with no path, query or fragment",
+        ));
         return None;
     }
     match url.host() {
@@ -345,13 +370,19 @@ fn check_endpoint(path: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option
         }
         Some(url::Host::Ipv4(ip)) => {
             if is_forbidden_ip(IpAddr::V4(ip)) {
-                errors.push(err(path, "link-local and cloud metadata addresses are never allowed"));
+                errors.push(err(
+                    path,
+                    "link-local and cloud metadata addresses are never allowed",
+                ));
                 return None;
             }
         }
         Some(url::Host::Ipv6(ip)) => {
             if is_forbidden_ip(IpAddr::V6(ip)) {
-                errors.push(err(path, "link-local and cloud metadata addresses are never allowed"));
+                errors.push(err(
+                    path,
+                    "link-local and cloud metadata addresses are never allowed",
+                ));
                 return None;
             }
         }
@@ -369,7 +400,10 @@ pub fn is_forbidden_ip(ip: IpAddr) -> bool {
             let seg = v6.segments();
             // fe80::/10 link-local; fd00:ec2::254 is the EC2 IMDS IPv6 address.
             (seg[0] & 0xffc0) == 0xfe80
-                || v6 == "fd00:ec2::254".parse::<std::net::Ipv6Addr>().expect("literal")
+                || v6
+                    == "fd00:ec2::254"
+                        .parse::<std::net::Ipv6Addr>()
+                        .expect("literal")
                 || v6.is_unspecified()
         }
     }
@@ -415,10 +449,16 @@ fn is_aws_region(r: &str) -> bool {
     // e.g. us-east-1, eu-central-2, us-gov-west-1, ap-southeast-4, cn-north-1
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         && parts[0].len() == 2
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub fn is_iam_role_arn(arn: &str) -> bool {
@@ -433,7 +473,9 @@ pub fn is_iam_role_arn(arn: &str) -> bool {
         && parts[5].strip_prefix("role/").is_some_and(|name| {
             !name.is_empty()
                 && name.len() <= 512
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
         })
 }
 
@@ -470,7 +512,9 @@ mod tests {
     #[test]
     fn valid_vault_store() {
         let v = validate_provider(&vault("https://vault.vault.svc:8200", "secret")).unwrap();
-        let ProviderConfig::Vault(c) = v.config else { panic!() };
+        let ProviderConfig::Vault(c) = v.config else {
+            panic!()
+        };
         assert_eq!(c.mount, "secret");
         assert_eq!(c.kv, KvVersion::V2);
         assert_eq!(c.auth.mount, "kubernetes");
@@ -480,22 +524,56 @@ mod tests {
     #[test]
     fn vault_rules_name_the_field() {
         let cases = [
-            (vault("vault.svc:8200", "secret"), "spec.provider.vault.server"),
-            (vault("https://user:pw@vault:8200", "secret"), "spec.provider.vault.server"),
-            (vault("https://169.254.169.254", "secret"), "spec.provider.vault.server"),
-            (vault("http://[fd00:ec2::254]", "secret"), "spec.provider.vault.server"),
-            (vault("https://vault:8200/v1", "secret"), "spec.provider.vault.server"),
+            (
+                vault("vault.svc:8200", "secret"),
+                "spec.provider.vault.server",
+            ),
+            (
+                vault("https://user:pw@vault:8200", "secret"),
+                "spec.provider.vault.server",
+            ),
+            (
+                vault("https://169.254.169.254", "secret"),
+                "spec.provider.vault.server",
+            ),
+            (
+                vault("http://[fd00:ec2::254]", "secret"),
+                "spec.provider.vault.server",
+            ),
+            (
+                vault("https://vault:8200/v1", "secret"),
+                "spec.provider.vault.server",
+            ),
             (vault("ftp://vault", "secret"), "spec.provider.vault.server"),
-            (vault("https://vault:8200", "secret/data"), "spec.provider.vault.path"),
-            (vault("https://vault:8200", "/secret"), "spec.provider.vault.path"),
-            (vault("https://vault:8200", "a/../b"), "spec.provider.vault.path"),
+            (
+                vault("https://vault:8200", "secret/data"),
+                "spec.provider.vault.path",
+            ),
+            (
+                vault("https://vault:8200", "/secret"),
+                "spec.provider.vault.path",
+            ),
+            (
+                vault("https://vault:8200", "a/../b"),
+                "spec.provider.vault.path",
+            ),
         ];
         for (spec, path) in cases {
             assert_eq!(first_error(&spec).path, path, "{spec:?}");
         }
         let mut s = vault("https://v:8200", "secret");
-        s.vault.as_mut().unwrap().auth.kubernetes.as_mut().unwrap().role = " ".into();
-        assert_eq!(first_error(&s).path, "spec.provider.vault.auth.kubernetes.role");
+        s.vault
+            .as_mut()
+            .unwrap()
+            .auth
+            .kubernetes
+            .as_mut()
+            .unwrap()
+            .role = " ".into();
+        assert_eq!(
+            first_error(&s).path,
+            "spec.provider.vault.auth.kubernetes.role"
+        );
         let mut s = vault("https://v:8200", "secret");
         s.vault.as_mut().unwrap().auth.kubernetes = None;
         assert_eq!(first_error(&s).path, "spec.provider.vault.auth");
@@ -513,11 +591,21 @@ mod tests {
         let mut s = vault("https://v:8200", "secret");
         let k = s.vault.as_mut().unwrap().auth.kubernetes.as_mut().unwrap();
         k.audiences = None;
-        k.service_account_ref = Some(ServiceAccountRef { name: "x".into(), namespace: None, audiences: None });
+        k.service_account_ref = Some(ServiceAccountRef {
+            name: "x".into(),
+            namespace: None,
+            audiences: None,
+        });
         let v = validate_provider(&s).unwrap();
         assert_eq!(v.warnings.len(), 2);
-        assert!(v.warnings.iter().any(|w| w.contains("serviceAccountRef is ignored")));
-        assert!(v.warnings.iter().any(|w| w.contains("audiences is not set")));
+        assert!(v
+            .warnings
+            .iter()
+            .any(|w| w.contains("serviceAccountRef is ignored")));
+        assert!(v
+            .warnings
+            .iter()
+            .any(|w| w.contains("audiences is not set")));
     }
 
     #[test]
@@ -531,9 +619,19 @@ mod tests {
                 endpoint: None,
             }),
         };
-        assert!(validate_provider(&aws("eu-west-1", Some("arn:aws:iam::123456789012:role/payments"))).is_ok());
+        assert!(validate_provider(&aws(
+            "eu-west-1",
+            Some("arn:aws:iam::123456789012:role/payments")
+        ))
+        .is_ok());
         assert!(validate_provider(&aws("us-gov-west-1", None)).is_ok());
-        assert_eq!(first_error(&aws("europe", None)).path, "spec.provider.aws.region");
-        assert_eq!(first_error(&aws("eu-west-1", Some("arn:aws:iam::123:role/x"))).path, "spec.provider.aws.role");
+        assert_eq!(
+            first_error(&aws("europe", None)).path,
+            "spec.provider.aws.region"
+        );
+        assert_eq!(
+            first_error(&aws("eu-west-1", Some("arn:aws:iam::123:role/x"))).path,
+            "spec.provider.aws.role"
+        );
     }
 }

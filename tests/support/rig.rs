@@ -30,20 +30,49 @@ impl Rig {
         // a Kubernetes auth role bound to payments/payments-api with audience "vault".
         bao.enable_kv("secret", 2).await;
         bao.enable_kv("kv1", 1).await;
-        bao.kv_put("secret", 2, "payments/db", json!({"username": DB_USERNAME, "password": DB_PASSWORD})).await;
-        bao.kv_put("secret", 2, "payments/fraud-feed", json!({"api_key": FEED_KEY, "endpoint": "https://feed.example"})).await;
-        bao.kv_put("kv1", 1, "payments/legacy", json!({"token": "legacy_SENTINEL_tok"})).await;
+        bao.kv_put(
+            "secret",
+            2,
+            "payments/db",
+            json!({"username": DB_USERNAME, "password": DB_PASSWORD}),
+        )
+        .await;
+        bao.kv_put(
+            "secret",
+            2,
+            "payments/fraud-feed",
+            json!({"api_key": FEED_KEY, "endpoint": "https://feed.example"}),
+        )
+        .await;
+        bao.kv_put(
+            "kv1",
+            1,
+            "payments/legacy",
+            json!({"token": "legacy_SENTINEL_tok"}),
+        )
+        .await;
         bao.write_policy(
             "payments-read",
             r#"path "secret/data/payments/*" { capabilities = ["read"] }
 path "kv1/payments/*" { capabilities = ["read"] }"#,
         )
         .await;
-        standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}));
+        standin.seed(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}),
+        );
         standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vault-reviewer", "namespace": "kube-system"}}));
         let reviewer = standin.issue_token("kube-system", "vault-reviewer", &[], 48 * 3600);
-        bao.enable_kubernetes_auth("kubernetes", &standin.url(), &reviewer).await;
-        bao.kubernetes_role("kubernetes", "payments", &[SA], &[NS], &["payments-read"], Some("vault")).await;
+        bao.enable_kubernetes_auth("kubernetes", &standin.url(), &reviewer)
+            .await;
+        bao.kubernetes_role(
+            "kubernetes",
+            "payments",
+            &[SA],
+            &[NS],
+            &["payments-read"],
+            Some("vault"),
+        )
+        .await;
 
         // Kubernetes side.
         standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"secret-injector.io/inject": "enabled", "kubernetes.io/metadata.name": NS}}}));
@@ -92,7 +121,10 @@ path "kv1/payments/*" { capabilities = ["read"] }"#,
     }
 
     pub fn replicaset_uid(&self, name: &str) -> String {
-        self.standin.object("replicasets", Some(NS), name).unwrap()["metadata"]["uid"].as_str().unwrap().to_string()
+        self.standin.object("replicasets", Some(NS), name).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -109,7 +141,12 @@ pub fn merge(base: &mut Value, patch: Value) {
 }
 
 /// An AdmissionReview for a pod CREATE as the ReplicaSet controller sends it.
-pub fn pod_review(uid: &str, replicaset: Option<(&str, &str)>, service_account: &str, annotations: Value) -> Value {
+pub fn pod_review(
+    uid: &str,
+    replicaset: Option<(&str, &str)>,
+    service_account: &str,
+    annotations: Value,
+) -> Value {
     let mut metadata = json!({"generateName": "payments-api-7c9f8d6b5-", "namespace": NS, "annotations": annotations, "labels": {"app": "payments-api"}});
     if let Some((name, rs_uid)) = replicaset {
         metadata["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": rs_uid, "controller": true, "blockOwnerDeletion": true}]);
@@ -149,13 +186,16 @@ pub fn pod_review(uid: &str, replicaset: Option<(&str, &str)>, service_account: 
 pub fn decoded_patch(response: &Value) -> Option<Value> {
     use base64::Engine;
     let b64 = response.get("patch")?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     Some(serde_json::from_slice(&bytes).unwrap())
 }
 
 /// Apply a response's patch to the review's pod, as the API server would.
 pub fn apply_patch(review: &mut Value, response: &Value) {
-    let patch: json_patch::Patch = serde_json::from_value(decoded_patch(response).expect("a patch")).unwrap();
+    let patch: json_patch::Patch =
+        serde_json::from_value(decoded_patch(response).expect("a patch")).unwrap();
     json_patch::patch(&mut review["request"]["object"], &patch).unwrap();
 }
 
@@ -167,7 +207,9 @@ pub fn secret_data(secret: &Value) -> std::collections::BTreeMap<String, String>
         .unwrap()
         .iter()
         .map(|(k, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap();
             (k.clone(), String::from_utf8(bytes).unwrap())
         })
         .collect()
@@ -181,7 +223,10 @@ pub fn assert_no_leak(what: &str, text: &str, sentinels: &[&str]) {
             s.to_string(),
             base64::engine::general_purpose::STANDARD.encode(s),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s),
-            serde_json::to_string(s).unwrap().trim_matches('"').to_string(),
+            serde_json::to_string(s)
+                .unwrap()
+                .trim_matches('"')
+                .to_string(),
         ];
         for f in forms {
             assert!(!text.contains(&f), "{what} leaks a secret value ({f:?})");

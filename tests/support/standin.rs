@@ -351,7 +351,12 @@ impl StandIn {
     }
 
     fn client_token(&self) -> String {
-        self.issue_token(SELF_NAMESPACE, SELF_SERVICE_ACCOUNT, &[], CLIENT_TOKEN_SECONDS)
+        self.issue_token(
+            SELF_NAMESPACE,
+            SELF_SERVICE_ACCOUNT,
+            &[],
+            CLIENT_TOKEN_SECONDS,
+        )
     }
 }
 
@@ -646,8 +651,12 @@ impl ApiError {
         if !group.is_empty() {
             details["group"] = json!(group);
         }
-        Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {body}"))
-            .with_details(details)
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {body}"),
+        )
+        .with_details(details)
     }
 
     fn invalid_object(info: &ResourceInfo, name: &str, errors: &[FieldError]) -> Self {
@@ -672,8 +681,12 @@ impl ApiError {
     }
 
     fn no_resource() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     fn unsupported_patch(custom: bool) -> Self {
@@ -874,7 +887,9 @@ struct Inner {
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What a fresh cluster (with this webhook installed) already holds.
@@ -924,8 +939,7 @@ impl State {
 
     fn get(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Option<&Value> {
         let ns = if info.namespaced { namespace } else { "" };
-        self.bucket(info)?
-            .get(&(ns.to_string(), name.to_string()))
+        self.bucket(info)?.get(&(ns.to_string(), name.to_string()))
     }
 
     fn next_rv(&mut self) -> u64 {
@@ -1009,7 +1023,10 @@ impl State {
                 .unwrap_or_else(new_uid);
             set_meta(&mut object, "uid", json!(uid));
         }
-        if meta_str(&object, "creationTimestamp").unwrap_or("").is_empty() {
+        if meta_str(&object, "creationTimestamp")
+            .unwrap_or("")
+            .is_empty()
+        {
             let created = existing
                 .as_ref()
                 .and_then(|o| meta_str(o, "creationTimestamp").map(str::to_string))
@@ -1120,12 +1137,16 @@ impl State {
         let Some(old) = self.get(info, namespace, name).cloned() else {
             if info.create_on_update && !status_only {
                 remove_meta(&mut object, "resourceVersion");
-                return self.create(info, namespace, object, dry_run).map(|o| (201, o));
+                return self
+                    .create(info, namespace, object, dry_run)
+                    .map(|o| (201, o));
             }
             return Err(ApiError::not_found(info, name));
         };
         let old_rv = meta_str(&old, "resourceVersion").unwrap_or("").to_string();
-        let new_rv = meta_str(&object, "resourceVersion").unwrap_or("").to_string();
+        let new_rv = meta_str(&object, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
         if !new_rv.is_empty() && new_rv != old_rv {
             return Err(ApiError::modified(info, name));
         }
@@ -1159,7 +1180,11 @@ impl State {
             )),
             _ => {}
         }
-        for field in ["creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for field in [
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match meta(&old).and_then(|m| m.get(field)).cloned() {
                 Some(value) => set_meta(&mut updated, field, value),
                 None => remove_meta(&mut updated, field),
@@ -1171,7 +1196,8 @@ impl State {
                 .and_then(|m| m.get("generation"))
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            let bumped = !status_only && without_meta_and_status(&updated) != without_meta_and_status(&old);
+            let bumped =
+                !status_only && without_meta_and_status(&updated) != without_meta_and_status(&old);
             set_meta(
                 &mut updated,
                 "generation",
@@ -1245,7 +1271,9 @@ impl State {
                 if object.get("status").is_some() && info.status {
                     remove_key(&mut object, "status");
                 }
-                return self.create(info, namespace, object, dry_run).map(|o| (201, o));
+                return self
+                    .create(info, namespace, object, dry_run)
+                    .map(|o| (201, o));
             }
             return Err(ApiError::not_found(info, name));
         };
@@ -1397,7 +1425,8 @@ struct ContinueToken {
 
 impl ContinueToken {
     fn encode(&self) -> String {
-        let raw = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": [self.start.0, self.start.1]});
+        let raw =
+            json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": [self.start.0, self.start.1]});
         URL_SAFE_NO_PAD.encode(raw.to_string())
     }
 
@@ -1456,13 +1485,13 @@ impl ObjectFilter {
                 match (before, now) {
                     (true, true) => Some(("MODIFIED", event.object.clone())),
                     (false, true) => Some(("ADDED", event.object.clone())),
-                    (true, false) if false => {
+                    (true, false) => {
                         // The previous content, with this event's resourceVersion.
                         let mut gone = event.previous.clone().unwrap_or(Value::Null);
                         set_meta(&mut gone, "resourceVersion", json!(event.rv.to_string()));
                         Some(("DELETED", gone))
                     }
-                    _ => None,
+                    (false, false) => None,
                 }
             }
         }
@@ -1585,13 +1614,24 @@ impl LabelSelector {
         let at_end = matches!(tokens.get(pos), None | Some(Token::Comma));
         if negated {
             if !at_end {
-                return Err(format!("found {:?}, expected: ',' or end of selector after '!{key}'", tokens[pos]));
+                return Err(format!(
+                    "found {:?}, expected: ',' or end of selector after '!{key}'",
+                    tokens[pos]
+                ));
             }
-            let requirement = Requirement { key, op: LabelOp::DoesNotExist, values: vec![] };
+            let requirement = Requirement {
+                key,
+                op: LabelOp::DoesNotExist,
+                values: vec![],
+            };
             return Ok((requirement, pos));
         }
         if at_end {
-            let requirement = Requirement { key, op: LabelOp::Exists, values: vec![] };
+            let requirement = Requirement {
+                key,
+                op: LabelOp::Exists,
+                values: vec![],
+            };
             return Ok((requirement, pos));
         }
         let op = match &tokens[pos] {
@@ -1623,7 +1663,11 @@ impl LabelSelector {
                         }
                         // An empty value, as in `a in (,x)` or `a in ()`.
                         Some(Token::Comma) | Some(Token::Close) => values.push(String::new()),
-                        other => return Err(format!("found {other:?}, expected: ',', ')' or identifier")),
+                        other => {
+                            return Err(format!(
+                                "found {other:?}, expected: ',', ')' or identifier"
+                            ))
+                        }
                     }
                     match tokens.get(pos) {
                         Some(Token::Comma) => pos += 1,
@@ -1663,7 +1707,9 @@ impl LabelSelector {
         self.0.iter().all(|r| {
             let value = labels.get(&r.key).and_then(Value::as_str);
             match r.op {
-                LabelOp::Equals | LabelOp::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
+                LabelOp::Equals | LabelOp::In => {
+                    value.is_some_and(|v| r.values.iter().any(|x| x == v))
+                }
                 LabelOp::NotEquals | LabelOp::NotIn => {
                     value.is_none_or(|v| !r.values.iter().any(|x| x == v))
                 }
@@ -1705,7 +1751,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{selector}'; can't understand '{term}'"));
+                return Err(format!(
+                    "invalid selector: '{selector}'; can't understand '{term}'"
+                ));
             };
             let field = field.trim();
             let known = field == "metadata.name"
@@ -1927,21 +1975,27 @@ impl State {
             .claims;
 
         if claims["iss"].as_str() != Some(ISSUER) {
-            return Err(format!(
-                "token issuer {} is not trusted",
-                claims["iss"]
-            ));
+            return Err(format!("token issuer {} is not trusted", claims["iss"]));
         }
         let now = now_unix();
-        if claims["exp"].as_i64().is_none_or(|exp| now > exp + TOKEN_LEEWAY_SECONDS) {
+        if claims["exp"]
+            .as_i64()
+            .is_none_or(|exp| now > exp + TOKEN_LEEWAY_SECONDS)
+        {
             return Err("service account token has expired".into());
         }
-        if claims["nbf"].as_i64().is_some_and(|nbf| now < nbf - TOKEN_LEEWAY_SECONDS) {
+        if claims["nbf"]
+            .as_i64()
+            .is_some_and(|nbf| now < nbf - TOKEN_LEEWAY_SECONDS)
+        {
             return Err("service account token is not valid yet".into());
         }
         let token_audiences: Vec<String> = match &claims["aud"] {
             Value::String(aud) => vec![aud.clone()],
-            Value::Array(auds) => auds.iter().filter_map(|a| a.as_str().map(str::to_string)).collect(),
+            Value::Array(auds) => auds
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect(),
             _ => vec![],
         };
         let api_audiences = vec![ISSUER.to_string()];
@@ -1986,7 +2040,9 @@ impl State {
         }
         let mut extra = BTreeMap::new();
         for (claim, resource) in [("pod", "pods"), ("secret", "secrets")] {
-            let Some(bound) = k8s.get(claim) else { continue };
+            let Some(bound) = k8s.get(claim) else {
+                continue;
+            };
             let name = bound["name"].as_str().unwrap_or("");
             let uid = bound["uid"].as_str().unwrap_or("");
             let object = self
@@ -1999,8 +2055,14 @@ impl State {
                 ));
             }
             if claim == "pod" {
-                extra.insert("authentication.kubernetes.io/pod-name".to_string(), vec![name.to_string()]);
-                extra.insert("authentication.kubernetes.io/pod-uid".to_string(), vec![uid.to_string()]);
+                extra.insert(
+                    "authentication.kubernetes.io/pod-name".to_string(),
+                    vec![name.to_string()],
+                );
+                extra.insert(
+                    "authentication.kubernetes.io/pod-uid".to_string(),
+                    vec![uid.to_string()],
+                );
             }
         }
         if let Some(jti) = claims["jti"].as_str() {
@@ -2071,20 +2133,25 @@ impl State {
                 .map(|a| a.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::bad_request("spec.audiences must be a list of strings"))?,
-            _ => return Err(ApiError::bad_request("spec.audiences must be a list of strings")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "spec.audiences must be a list of strings",
+                ))
+            }
         };
         record.audiences = audiences.clone();
         let requested_expiration = match &request["spec"]["expirationSeconds"] {
             Value::Null => DEFAULT_TOKEN_EXPIRATION,
-            value => value
-                .as_i64()
-                .ok_or_else(|| ApiError::bad_request("spec.expirationSeconds must be an integer"))?,
+            value => value.as_i64().ok_or_else(|| {
+                ApiError::bad_request("spec.expirationSeconds must be an integer")
+            })?,
         };
         record.expiration_seconds = requested_expiration;
 
         let mut errors = Vec::new();
         for (field, value) in [("name", sa_name), ("namespace", namespace)] {
-            if let Some(given) = meta_str(&request, field).filter(|g| !g.is_empty() && *g != value) {
+            if let Some(given) = meta_str(&request, field).filter(|g| !g.is_empty() && *g != value)
+            {
                 errors.push(FieldError::invalid(
                     format!("metadata.{field}"),
                     json!(given),
@@ -2093,7 +2160,12 @@ impl State {
             }
         }
         if !errors.is_empty() {
-            return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", "", &errors));
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                "",
+                &errors,
+            ));
         }
         let sa_info = res("serviceaccounts");
         let sa = self
@@ -2114,7 +2186,12 @@ impl State {
             ));
         }
         if !errors.is_empty() {
-            return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", "", &errors));
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                "",
+                &errors,
+            ));
         }
         let expiration = requested_expiration.min(MAX_TOKEN_EXPIRATION);
         let audiences = if audiences.is_empty() {
@@ -2123,7 +2200,10 @@ impl State {
             audiences
         };
 
-        let bound = match request["spec"].get("boundObjectRef").filter(|r| !r.is_null()) {
+        let bound = match request["spec"]
+            .get("boundObjectRef")
+            .filter(|r| !r.is_null())
+        {
             None => None,
             Some(reference) => Some(self.bound_object(namespace, sa_name, reference)?),
         };
@@ -2152,7 +2232,12 @@ impl State {
         Ok(request)
     }
 
-    fn bound_object(&self, namespace: &str, sa_name: &str, reference: &Value) -> ApiResult<BoundObject> {
+    fn bound_object(
+        &self,
+        namespace: &str,
+        sa_name: &str,
+        reference: &Value,
+    ) -> ApiResult<BoundObject> {
         let kind = reference["kind"].as_str().unwrap_or("");
         let api_version = reference["apiVersion"].as_str().unwrap_or("v1");
         let name = reference["name"].as_str().unwrap_or("");
@@ -2170,7 +2255,9 @@ impl State {
             .get(info, namespace, name)
             .ok_or_else(|| ApiError::not_found(info, name))?;
         if claim == "pod" {
-            let pod_sa = object["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+            let pod_sa = object["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default");
             if pod_sa != sa_name {
                 return Err(ApiError::bad_request(format!(
                     "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
@@ -2195,7 +2282,12 @@ impl State {
     }
 
     /// `POST /apis/authentication.k8s.io/v1/tokenreviews`
-    fn token_review(&mut self, keys: &SigningKeys, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    fn token_review(
+        &mut self,
+        keys: &SigningKeys,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ApiResult<Value> {
         let caller = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
@@ -2218,7 +2310,11 @@ impl State {
         }
         let audiences: Vec<String> = review["spec"]["audiences"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let status = match self.authenticate(keys, &token, &audiences) {
             Ok(user) => {
@@ -2268,7 +2364,9 @@ fn meta(object: &Value) -> Option<&Map<String, Value>> {
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    meta(object).and_then(|m| m.get(field)).and_then(Value::as_str)
+    meta(object)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 fn uid_of(object: &Value) -> &str {
@@ -2375,7 +2473,11 @@ fn check_type_meta(info: &ResourceInfo, object: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
-fn set_namespace_from_url(info: &ResourceInfo, namespace: &str, object: &mut Value) -> ApiResult<()> {
+fn set_namespace_from_url(
+    info: &ResourceInfo,
+    namespace: &str,
+    object: &mut Value,
+) -> ApiResult<()> {
     if !info.namespaced {
         remove_meta(object, "namespace");
         return Ok(());
@@ -2406,22 +2508,27 @@ fn decode_resource(info: &ResourceInfo, object: &mut Value) -> ApiResult<()> {
         return Ok(());
     }
     let cannot = |kind: &str, why: String| {
-        ApiError::bad_request(format!("{kind} in version \"v1\" cannot be handled as a {kind}: {why}"))
+        ApiError::bad_request(format!(
+            "{kind} in version \"v1\" cannot be handled as a {kind}: {why}"
+        ))
     };
     match info.plural {
         "secrets" => {
             decode_base64_map(object, "data").map_err(|why| cannot("Secret", why))?;
             if let Some(string_data) = object.get("stringData").cloned() {
                 let Value::Object(string_data) = string_data else {
-                    return Err(cannot("Secret", "stringData must be a map of strings".into()));
+                    return Err(cannot(
+                        "Secret",
+                        "stringData must be a map of strings".into(),
+                    ));
                 };
                 if !object["data"].is_object() {
                     object["data"] = json!({});
                 }
                 for (key, value) in string_data {
-                    let value = value
-                        .as_str()
-                        .ok_or_else(|| cannot("Secret", "stringData values must be strings".into()))?;
+                    let value = value.as_str().ok_or_else(|| {
+                        cannot("Secret", "stringData values must be strings".into())
+                    })?;
                     object["data"][key] = json!(STANDARD.encode(value));
                 }
                 remove_key(object, "stringData");
@@ -2452,7 +2559,10 @@ fn decode_base64_map(object: &Value, field: &str) -> Result<(), String> {
                 match value {
                     Value::Null => {}
                     Value::String(encoded) => {
-                        let cleaned: String = encoded.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+                        let cleaned: String = encoded
+                            .chars()
+                            .filter(|c| *c != '\r' && *c != '\n')
+                            .collect();
                         STANDARD.decode(&cleaned).map_err(|e| {
                             let at = match e {
                                 base64::DecodeError::InvalidByte(at, _)
@@ -2509,7 +2619,11 @@ fn is_dns_label_part(s: &str) -> bool {
 fn dns1123_label_errors(field: &str, value: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if value.len() > 63 {
-        errors.push(FieldError::invalid(field, json!(value), "must be no more than 63 characters"));
+        errors.push(FieldError::invalid(
+            field,
+            json!(value),
+            "must be no more than 63 characters",
+        ));
     }
     if !is_dns_label_part(value) {
         errors.push(FieldError::invalid(field, json!(value), LABEL_MESSAGE));
@@ -2520,7 +2634,11 @@ fn dns1123_label_errors(field: &str, value: &str) -> Vec<FieldError> {
 fn dns1123_subdomain_errors(field: &str, value: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if value.len() > 253 {
-        errors.push(FieldError::invalid(field, json!(value), "must be no more than 253 characters"));
+        errors.push(FieldError::invalid(
+            field,
+            json!(value),
+            "must be no more than 253 characters",
+        ));
     }
     if !value.split('.').all(is_dns_label_part) {
         errors.push(FieldError::invalid(field, json!(value), SUBDOMAIN_MESSAGE));
@@ -2533,7 +2651,9 @@ fn is_qualified_name_part(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
@@ -2541,7 +2661,9 @@ fn is_qualified_name_part(s: &str) -> bool {
 fn is_qualified_name(key: &str) -> bool {
     match key.split_once('/') {
         Some((prefix, name)) => {
-            prefix.len() <= 253 && prefix.split('.').all(is_dns_label_part) && is_qualified_name_part(name)
+            prefix.len() <= 253
+                && prefix.split('.').all(is_dns_label_part)
+                && is_qualified_name_part(name)
         }
         None => is_qualified_name_part(key),
     }
@@ -2551,27 +2673,48 @@ fn validate_metadata(info: &ResourceInfo, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let name = meta_str(object, "name").unwrap_or("");
     if name.is_empty() {
-        errors.push(FieldError::required("metadata.name", "name or generateName is required"));
+        errors.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else if info.plural == "namespaces" && info.group.is_empty() {
         errors.extend(dns1123_label_errors("metadata.name", name));
     } else {
         errors.extend(dns1123_subdomain_errors("metadata.name", name));
     }
-    if let Some(labels) = meta(object).and_then(|m| m.get("labels")).and_then(Value::as_object) {
+    if let Some(labels) = meta(object)
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+    {
         for (key, value) in labels {
             if !is_qualified_name(key) {
-                errors.push(FieldError::invalid("metadata.labels", json!(key), QUALIFIED_NAME_MESSAGE));
+                errors.push(FieldError::invalid(
+                    "metadata.labels",
+                    json!(key),
+                    QUALIFIED_NAME_MESSAGE,
+                ));
             }
             let value = value.as_str().unwrap_or("");
             if !(value.is_empty() || is_qualified_name_part(value)) {
-                errors.push(FieldError::invalid("metadata.labels", json!(value), LABEL_VALUE_MESSAGE));
+                errors.push(FieldError::invalid(
+                    "metadata.labels",
+                    json!(value),
+                    LABEL_VALUE_MESSAGE,
+                ));
             }
         }
     }
-    if let Some(annotations) = meta(object).and_then(|m| m.get("annotations")).and_then(Value::as_object) {
+    if let Some(annotations) = meta(object)
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
         for key in annotations.keys() {
             if !is_qualified_name(&key.to_lowercase()) {
-                errors.push(FieldError::invalid("metadata.annotations", json!(key), QUALIFIED_NAME_MESSAGE));
+                errors.push(FieldError::invalid(
+                    "metadata.annotations",
+                    json!(key),
+                    QUALIFIED_NAME_MESSAGE,
+                ));
             }
         }
     }
@@ -2582,9 +2725,17 @@ fn config_key_errors(field: &str, key: &str) -> Vec<FieldError> {
     let path = format!("{field}[{key}]");
     let mut errors = Vec::new();
     if key.len() > 253 {
-        errors.push(FieldError::invalid(&path, json!(key), "must be no more than 253 characters"));
+        errors.push(FieldError::invalid(
+            &path,
+            json!(key),
+            "must be no more than 253 characters",
+        ));
     }
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
         errors.push(FieldError::invalid(&path, json!(key), CONFIG_KEY_MESSAGE));
     }
     if key == "." {
@@ -2592,7 +2743,11 @@ fn config_key_errors(field: &str, key: &str) -> Vec<FieldError> {
     } else if key == ".." {
         errors.push(FieldError::invalid(&path, json!(key), "must not be '..'"));
     } else if key.starts_with("..") {
-        errors.push(FieldError::invalid(&path, json!(key), "must not start with '..'"));
+        errors.push(FieldError::invalid(
+            &path,
+            json!(key),
+            "must not start with '..'",
+        ));
     }
     errors
 }
@@ -2651,12 +2806,19 @@ fn validate_resource(info: &ResourceInfo, object: &Value, old: Option<&Value>) -
                 })
                 .unwrap_or(0);
             if size > MAX_SECRET_BYTES {
-                errors.push(FieldError::too_long("data", format!("may not be more than {MAX_SECRET_BYTES} bytes")));
+                errors.push(FieldError::too_long(
+                    "data",
+                    format!("may not be more than {MAX_SECRET_BYTES} bytes"),
+                ));
             }
             if let Some(old) = old {
                 let old_type = old["type"].as_str().unwrap_or("Opaque");
                 if old_type != secret_type {
-                    errors.push(FieldError::invalid("type", json!(secret_type), "field is immutable"));
+                    errors.push(FieldError::invalid(
+                        "type",
+                        json!(secret_type),
+                        "field is immutable",
+                    ));
                 }
                 errors.extend(immutable_data_errors(object, old, &["data"]));
             }
@@ -2700,7 +2862,13 @@ fn immutable_data_errors(object: &Value, old: &Value, fields: &[&str]) -> Vec<Fi
     }
     for field in fields {
         let empty = json!({});
-        let normalise = |v: &Value| if v.is_null() { empty.clone() } else { v.clone() };
+        let normalise = |v: &Value| {
+            if v.is_null() {
+                empty.clone()
+            } else {
+                v.clone()
+            }
+        };
         if normalise(&object[*field]) != normalise(&old[*field]) {
             errors.push(FieldError::forbidden(
                 *field,
@@ -2725,7 +2893,10 @@ fn now_unix() -> i64 {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -2758,7 +2929,9 @@ fn json_response(code: u16, value: &Value) -> Response {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(value).expect("serialise JSON")))
+        .body(Body::from(
+            serde_json::to_vec(value).expect("serialise JSON"),
+        ))
         .expect("build response")
 }
 
@@ -2787,7 +2960,10 @@ impl Query {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -2808,7 +2984,10 @@ struct Target {
 impl Target {
     /// The counter key: `secrets`, `deployments/status`, `serviceaccounts/token`.
     fn count_key(&self) -> String {
-        let base = self.info.map(|i| i.id.to_string()).unwrap_or_else(|| self.plural.clone());
+        let base = self
+            .info
+            .map(|i| i.id.to_string())
+            .unwrap_or_else(|| self.plural.clone());
         match &self.subresource {
             Some(sub) => format!("{base}/{sub}"),
             None => base,
@@ -2893,13 +3072,16 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
         None => return text_response(404, "404 page not found\n"),
     };
     let target = match route {
-        Route::Discovery { group, version } => return inner.group_version_discovery(&group, &version),
+        Route::Discovery { group, version } => {
+            return inner.group_version_discovery(&group, &version)
+        }
         Route::Resource(target) => target,
     };
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(_) => {
-            return ApiError::new(413, "RequestEntityTooLarge", "request entity too large").into_response()
+            return ApiError::new(413, "RequestEntityTooLarge", "request entity too large")
+                .into_response()
         }
     };
     let query = Query::parse(parts.uri.query());
@@ -2983,7 +3165,9 @@ impl Inner {
             Some("status") if info.status => true,
             Some("token") if info.id == "serviceaccounts" && call.verb == "create" => {
                 let name = target.name.as_deref().unwrap_or("");
-                let response = self.state().token_request(self.keys, namespace, name, call.body)?;
+                let response = self
+                    .state()
+                    .token_request(self.keys, namespace, name, call.body)?;
                 return Ok((201, response));
             }
             Some(_) => return Err(ApiError::no_resource()),
@@ -2992,7 +3176,9 @@ impl Inner {
             if call.verb != "create" || target.name.is_some() {
                 return Err(ApiError::method_not_allowed(call.verb, Some(info)));
             }
-            let review = self.state().token_review(self.keys, call.headers, call.body)?;
+            let review = self
+                .state()
+                .token_review(self.keys, call.headers, call.body)?;
             return Ok((201, review));
         }
         if let Some(value) = call.query.get("dryRun").filter(|v| *v != "All") {
@@ -3011,12 +3197,13 @@ impl Inner {
             }
             ("list", None) => {
                 let filter = object_filter(info, target, call.query)?;
-                let limit = match call.query.get("limit") {
-                    Some(limit) => Some(limit.parse::<usize>().map_err(|_| {
-                        ApiError::bad_request(format!("invalid limit: {limit}"))
-                    })?),
-                    None => None,
-                };
+                let limit =
+                    match call.query.get("limit") {
+                        Some(limit) => Some(limit.parse::<usize>().map_err(|_| {
+                            ApiError::bad_request(format!("invalid limit: {limit}"))
+                        })?),
+                        None => None,
+                    };
                 let continue_from = match call.query.get("continue").filter(|c| !c.is_empty()) {
                     Some(token) => Some(ContinueToken::decode(token)?),
                     None => None,
@@ -3045,7 +3232,10 @@ impl Inner {
                         "meta.k8s.io",
                         "PatchOptions",
                         "",
-                        &[FieldError::required("fieldManager", "is required for apply patch")],
+                        &[FieldError::required(
+                            "fieldManager",
+                            "is required for apply patch",
+                        )],
                     ));
                 }
                 let patch = patch_type.parse_body(call.body)?;
@@ -3100,12 +3290,13 @@ impl Inner {
             return Err(ApiError::no_resource());
         }
         let filter = object_filter(info, target, query)?;
-        let since = match query.get("resourceVersion").filter(|rv| !rv.is_empty()) {
-            None => None,
-            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {rv}"))
-            })?),
-        };
+        let since =
+            match query.get("resourceVersion").filter(|rv| !rv.is_empty()) {
+                None => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?),
+            };
         let send_initial_events = query.flag("sendInitialEvents");
         let bookmarks = query.flag("allowWatchBookmarks");
         if send_initial_events
@@ -3246,7 +3437,10 @@ impl Inner {
                         json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
                     })
                     .collect();
-                json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+                json_response(
+                    200,
+                    &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+                )
             }
             "/openid/v1/jwks" => json_response(200, &self.keys.jwks()),
             "/.well-known/openid-configuration" => json_response(
@@ -3278,7 +3472,16 @@ impl Inner {
             let verbs: &[&str] = if info.virtual_only {
                 &["create"]
             } else {
-                &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+                &[
+                    "create",
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "update",
+                    "watch",
+                ]
             };
             resources.push(json!({
                 "name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
@@ -3310,7 +3513,11 @@ impl Inner {
     }
 }
 
-fn object_filter(info: &'static ResourceInfo, target: &Target, query: &Query) -> ApiResult<ObjectFilter> {
+fn object_filter(
+    info: &'static ResourceInfo,
+    target: &Target,
+    query: &Query,
+) -> ApiResult<ObjectFilter> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), info)
@@ -3377,7 +3584,9 @@ impl PatchType {
             PatchType::Merge | PatchType::Strategic | PatchType::Apply if !parsed.is_object() => {
                 Err(ApiError::bad_request("the patch is not a JSON object"))
             }
-            PatchType::Apply if parsed["apiVersion"].as_str().is_none() || parsed["kind"].as_str().is_none() => {
+            PatchType::Apply
+                if parsed["apiVersion"].as_str().is_none() || parsed["kind"].as_str().is_none() =>
+            {
                 Err(ApiError::bad_request(
                     "apply patches must set apiVersion and kind",
                 ))
@@ -3392,7 +3601,8 @@ impl PatchType {
 // ============================================================================================
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serialise event");
+    let mut line =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serialise event");
     line.push(b'\n');
     Bytes::from(line)
 }

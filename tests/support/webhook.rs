@@ -20,7 +20,11 @@ pub struct Webhook {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Webhook {
@@ -30,10 +34,19 @@ impl Webhook {
 
     pub async fn start_with(standin: &StandIn, extra_args: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
-        let generated = secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+        let generated = secret_injector::certs::generate(
+            &["localhost".into()],
+            &["127.0.0.1".parse().unwrap()],
+            1,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("tls.crt"), &generated.cert_pem).unwrap();
         std::fs::write(dir.path().join("tls.key"), &generated.key_pem).unwrap();
-        std::fs::write(dir.path().join("hmac.key"), "0123456789abcdef0123456789abcdef-test-key").unwrap();
+        std::fs::write(
+            dir.path().join("hmac.key"),
+            "0123456789abcdef0123456789abcdef-test-key",
+        )
+        .unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         standin.write_kubeconfig(&kubeconfig);
         let log = dir.path().join("webhook.log");
@@ -80,12 +93,21 @@ impl Webhook {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.admin_url)).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.admin_url))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "webhook not ready after 30s; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "webhook not ready after 30s; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -106,14 +128,23 @@ impl Webhook {
 
     /// POST an AdmissionReview to /mutate and return the raw body and the parsed response.
     pub async fn mutate(&self, review: &Value) -> (String, Value) {
-        let (status, body) = self.post("/mutate", serde_json::to_vec(review).unwrap()).await;
+        let (status, body) = self
+            .post("/mutate", serde_json::to_vec(review).unwrap())
+            .await;
         assert_eq!(status, 200, "body: {body}");
         let parsed: Value = serde_json::from_str(&body).unwrap();
         (body, parsed["response"].clone())
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(format!("{}/metrics", self.admin_url)).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn logs(&self) -> String {
