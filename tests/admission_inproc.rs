@@ -180,3 +180,110 @@ async fn a_hanging_backend_is_cut_off_by_the_internal_deadline() {
     );
     assert_eq!(standin.writes("secrets"), 0);
 }
+
+/// Dry-run a pod owned by `owner` (kind, name, uid) and return the response.
+async fn dry_run_owned_by(router: &axum::Router, owner: Value, annotations: Value) -> Value {
+    let mut review = fixture("pod-create-short-form-dry-run.json");
+    review["request"]["object"]["metadata"]["ownerReferences"] = json!([owner]);
+    review["request"]["object"]["metadata"]["annotations"] = annotations;
+    let (_, body) = post(router, serde_json::to_vec(&review).unwrap()).await;
+    body["response"].clone()
+}
+
+fn patch_text(response: &Value) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("a patch"))
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn owner_chains_name_the_secret_and_contribute_annotations() {
+    let standin = StandIn::start().await;
+    seed(&standin, "https://127.0.0.1:9");
+    // Job → CronJob: the CronJob's own metadata carries the Secret name.
+    standin.seed(json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly-report", "namespace": "payments",
+        "annotations": {"secret-injector.io/secret-name": "report-creds"}}, "spec": {"schedule": "@daily", "jobTemplate": {}}}));
+    let cron_uid = standin
+        .object("cronjobs", Some("payments"), "nightly-report")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    standin.seed(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "nightly-report-29001", "namespace": "payments",
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly-report", "uid": cron_uid, "controller": true}]}, "spec": {"template": {}}}));
+    let job_uid = standin
+        .object("jobs", Some("payments"), "nightly-report-29001")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    standin.seed(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "ledger", "namespace": "payments"}, "spec": {"selector": {}, "template": {}, "serviceName": "ledger"}}));
+    let sts_uid = standin
+        .object("statefulsets", Some("payments"), "ledger")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+
+    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let pod_annotations = json!({"secret-injector.io/store": "vault-backend", "secret-injector.io/env.TOKEN": "payments/report#token"});
+
+    let job = dry_run_owned_by(&router, json!({"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-report-29001", "uid": job_uid, "controller": true}), pod_annotations.clone()).await;
+    assert_eq!(job["allowed"], true, "{job}");
+    assert!(
+        patch_text(&job).contains(r#""name":"report-creds""#),
+        "{}",
+        patch_text(&job)
+    );
+
+    let sts = dry_run_owned_by(&router, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "ledger", "uid": sts_uid, "controller": true}), pod_annotations.clone()).await;
+    assert!(
+        patch_text(&sts).contains(r#""name":"ledger-injected""#),
+        "{}",
+        patch_text(&sts)
+    );
+
+    // An owner kind we do not read (a custom controller) still names the Secret, without a GET.
+    standin.reset_counts();
+    let custom = dry_run_owned_by(&router, json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "checkout", "uid": "u-1", "controller": true}), pod_annotations).await;
+    assert!(patch_text(&custom).contains(r#""name":"checkout-injected""#));
+    assert_eq!(standin.count("get", "rollouts"), 0);
+}
+
+#[tokio::test]
+async fn cluster_store_conditions_select_namespaces_by_name_or_label() {
+    let standin = StandIn::start().await;
+    seed(&standin, "https://127.0.0.1:9");
+    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"team": "payments", "tier": "pci"}}}));
+    let store = |name: &str, conditions: Value| {
+        json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": name},
+            "spec": {"provider": {"vault": {"server": "https://127.0.0.1:9", "path": "secret", "auth": {"kubernetes": {"role": "r", "audiences": ["vault"]}}}},
+                     "conditions": conditions}})
+    };
+    standin.seed(store("open", json!([])));
+    standin.seed(store(
+        "by-label",
+        json!([{"namespaceSelector": {"matchLabels": {"tier": "pci"}}}]),
+    ));
+    standin.seed(store("by-expression", json!([{"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["payments", "risk"]}]}}])));
+    standin.seed(store(
+        "by-name",
+        json!([{"namespaces": ["platform"]}, {"namespaces": ["payments"]}]),
+    ));
+    standin.seed(store("elsewhere", json!([{"namespaces": ["platform"]}, {"namespaceSelector": {"matchLabels": {"tier": "public"}}}])));
+    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-7c9f8d6b5", "uid": "5b1f0c6e-0000-4000-8000-000000000001", "controller": true});
+    for (store, allowed) in [
+        ("open", true),
+        ("by-label", true),
+        ("by-expression", true),
+        ("by-name", true),
+        ("elsewhere", false),
+    ] {
+        let annotations = json!({"secret-injector.io/store": format!("ClusterSecretStore/{store}"), "secret-injector.io/env.A": "x/y#a"});
+        let response = dry_run_owned_by(&router, rs.clone(), annotations).await;
+        assert_eq!(response["allowed"], allowed, "{store}: {response}");
+        if !allowed {
+            assert!(response["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not allow namespace payments"));
+        }
+    }
+}

@@ -503,3 +503,67 @@ async fn bare_pod_uses_its_own_name_and_has_no_owner_reference() {
         "Pod/lonely-pod"
     );
 }
+
+#[tokio::test]
+async fn jwt_auth_method_logs_in_with_the_pods_own_token() {
+    let rig = Rig::start().await;
+    rig.bao
+        .enable_jwt_auth("jwt", &rig.standin.issuer(), &rig.standin.public_key_pem())
+        .await;
+    rig.bao
+        .jwt_role(
+            "jwt",
+            "payments-jwt",
+            &format!("system:serviceaccount:{NS}:{SA}"),
+            &["vault"],
+            &["payments-read"],
+        )
+        .await;
+    rig.seed_store(
+        "vault-jwt",
+        json!({"auth": {"kubernetes": null, "jwt": {"path": "jwt", "role": "payments-jwt", "audiences": ["vault"]}}}),
+    );
+    let webhook = Webhook::start(&rig.standin).await;
+    let rs_uid = rig.replicaset_uid(REPLICASET);
+    let mut annotations = short_form();
+    annotations["secret-injector.io/store"] = json!("vault-jwt");
+    let (body, response) = webhook
+        .mutate(&pod_review(
+            "uid-jwt",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            annotations.clone(),
+        ))
+        .await;
+    assert_eq!(response["allowed"], true, "{body}");
+    let data = secret_data(
+        &rig.standin
+            .object("secrets", Some(NS), "payments-api-injected")
+            .unwrap(),
+    );
+    assert_eq!(data["DB_PASSWORD"], DB_PASSWORD);
+    assert_eq!(
+        rig.standin.token_requests()[0].audiences,
+        vec!["vault".to_string()]
+    );
+    // JWT auth validates the signature locally: the stand-in's TokenReview is not consulted.
+    assert!(rig.standin.token_reviews().is_empty());
+
+    // The role binds the subject: another ServiceAccount's token is refused.
+    rig.seed_deployment("fraud-worker", "fraud-worker-66b5d");
+    let other_rs = rig.replicaset_uid("fraud-worker-66b5d");
+    let (_, denied) = webhook
+        .mutate(&pod_review(
+            "uid-jwt-2",
+            Some(("fraud-worker-66b5d", &other_rs)),
+            "intruder",
+            annotations,
+        ))
+        .await;
+    assert_eq!(denied["allowed"], false);
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("SecretStore vault-jwt") && message.contains("auth/jwt/login"),
+        "{message}"
+    );
+}

@@ -193,3 +193,57 @@ fn deployment_is_highly_available() {
         );
     }
 }
+
+#[test]
+fn certs_command_writes_a_usable_pair_and_fills_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mutating.yaml");
+    std::fs::write(&config, read("webhook-config/mutating-webhook.yaml")).unwrap();
+    let out = dir.path().join("generated");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+        .args([
+            "certs",
+            "--namespace",
+            "secret-injector",
+            "--service",
+            "secret-injector",
+        ])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--webhook-config")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    let cert = std::fs::read_to_string(out.join("tls.crt")).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE") && cert.contains("BEGIN CERTIFICATE"));
+    assert!(std::fs::read_to_string(out.join("tls.key"))
+        .unwrap()
+        .contains("PRIVATE KEY"));
+    assert!(std::fs::read(out.join("hmac.key")).unwrap().len() >= 32);
+    let hook: MutatingWebhookConfiguration = serde_json::from_value(
+        serde_saphyr::from_str::<Value>(&std::fs::read_to_string(&config).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let bundle = hook.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap();
+    assert_eq!(
+        bundle.0,
+        ca.as_bytes(),
+        "caBundle is the CA that signed the serving certificate"
+    );
+    // The serving certificate names the Service's DNS names.
+    let der = rustls_pemfile::certs(&mut cert.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(der.as_ref()).to_string();
+    assert!(
+        text.contains("secret-injector.secret-injector.svc"),
+        "DNS SAN missing"
+    );
+}

@@ -1467,7 +1467,10 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
 
     let mut seen = Vec::new();
     let mut bookmark_rv = None;
-    while seen.len() < 5 || bookmark_rv.is_none() {
+    // All writes are done: wait for the five events and a bookmark at the final resourceVersion
+    // (an earlier bookmark may report an intermediate one).
+    let final_rv = k8s.resource_version().to_string();
+    while seen.len() < 5 || bookmark_rv.as_ref() != Some(&final_rv) {
         let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
             .await
             .expect("event within 5s")
@@ -1496,7 +1499,7 @@ async fn watch_streams_live_events_bookmarks_and_selector_transitions() {
             ("DELETED", "web".to_string()),
         ]
     );
-    assert_eq!(bookmark_rv, Some(k8s.resource_version().to_string()));
+    assert_eq!(bookmark_rv, Some(final_rv));
 
     // A raw bookmark has only apiVersion, kind and metadata.resourceVersion.
     let raw_watch = raw(
@@ -1816,7 +1819,19 @@ async fn token_review_semantics() {
 
     // Expired (beyond the 60s leeway), forged, and foreign-issuer tokens fail.
     let expired = k8s.issue_token("apps", "web", &[], -120);
-    let forged = format!("{}x", &default_token[..default_token.len() - 1]);
+    // Change one signature character in the middle (always a different character).
+    let at = default_token.len() - 20;
+    let swapped = if &default_token[at..at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!(
+        "{}{swapped}{}",
+        &default_token[..at],
+        &default_token[at + 1..]
+    );
+    assert_ne!(forged, default_token);
     for bad in [expired.as_str(), forged.as_str(), "not-a-jwt"] {
         let review = token_review(&k8s, Some(&reviewer), json!({"token": bad})).await;
         assert_eq!(review.status, 201);
