@@ -28,6 +28,7 @@ TEST_ENV := BAO_BIN=$(VENV)/bin/bao MOTO_SERVER=$(VENV)/bin/moto_server
 CRD_FILE        := deploy/crds/secret-injector.io_crds.yaml
 CERTS_DIR       := certs/generated
 WEBHOOK_CONFIG  := webhook-config/mutating-webhook.yaml
+VALIDATING_CONFIG := webhook-config/validating-webhook.yaml
 
 .PHONY: tools build test demo lint crds certs clean check-cargo
 
@@ -66,7 +67,7 @@ crds: check-cargo
 
 certs: check-cargo
 	$(CARGO) run --quiet -- certs --out-dir $(CERTS_DIR) --namespace secret-injector \
-		--service secret-injector --webhook-config $(WEBHOOK_CONFIG)
+		--service secret-injector --webhook-config $(WEBHOOK_CONFIG) --webhook-config $(VALIDATING_CONFIG)
 
 clean:
 	-$(CARGO) clean

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::EndpointPattern;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "secret-injector",
@@ -59,6 +61,29 @@ pub struct ServeArgs {
     /// How often the serving certificate files are checked for changes.
     #[arg(long, env = "SECRET_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub tls_reload_interval: Duration,
+    /// Vault/OpenBao servers a store may name: comma-separated `scheme://host[:port]` patterns;
+    /// `*.` wildcards leading labels, `:*` any port, no port = the scheme's default. Empty: none.
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_VAULT_SERVERS", default_value = "", value_parser = parse_endpoints)]
+    pub allowed_vault_servers: EndpointList,
+    /// AWS endpoints a store may name in `endpoint` (same pattern syntax).
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_AWS_ENDPOINTS", default_value = crate::store::DEFAULT_AWS_ENDPOINTS, value_parser = parse_endpoints)]
+    pub allowed_aws_endpoints: EndpointList,
+    /// Namespace of the leader-election Lease (the webhook's own namespace).
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_LEADER_ELECTION_NAMESPACE",
+        default_value = "secret-injector"
+    )]
+    pub leader_election_namespace: String,
+    /// This replica's identity in the Lease (the pod name); defaults to the hostname.
+    #[arg(long, env = "SECRET_INJECTOR_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// How long a leader's Lease lasts without renewal before another replica takes over.
+    #[arg(long, env = "SECRET_INJECTOR_LEASE_DURATION", default_value = "15s", value_parser = parse_interval)]
+    pub lease_duration: Duration,
+    /// How often the leader re-checks every store's Ready condition (reachability probe).
+    #[arg(long, env = "SECRET_INJECTOR_STORE_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    pub store_check_interval: Duration,
     /// Log format.
     #[arg(long, env = "SECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -102,6 +127,14 @@ pub struct CertsArgs {
     /// Validity of the serving certificate in days (the CA lives twice as long).
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+}
+
+/// A parsed, comma-separated list of endpoint patterns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointList(pub Vec<EndpointPattern>);
+
+fn parse_endpoints(s: &str) -> Result<EndpointList, String> {
+    crate::store::parse_endpoint_list(s).map(EndpointList)
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

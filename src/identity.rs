@@ -42,6 +42,12 @@ pub enum IdentityError {
     },
     #[error("TokenRequest for {identity} returned no token")]
     Empty { identity: PodIdentity },
+    #[error("reading {identity} failed: {source}")]
+    Lookup {
+        identity: PodIdentity,
+        #[source]
+        source: Box<kube::Error>,
+    },
 }
 
 #[derive(Clone)]
@@ -90,5 +96,31 @@ impl TokenIssuer {
                 identity: identity.clone(),
             })?;
         Ok(SecretToken::new(token))
+    }
+
+    /// One annotation of the pod's ServiceAccount (e.g. `eks.amazonaws.com/role-arn`), read
+    /// with a GET of that ServiceAccount only: the name is never taken from anywhere else.
+    pub async fn service_account_annotation(
+        &self,
+        identity: &PodIdentity,
+        annotation: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &identity.namespace);
+        let sa = api
+            .get(&identity.service_account)
+            .await
+            .map_err(|source| match &source {
+                kube::Error::Api(s) if s.code == 404 => IdentityError::ServiceAccountNotFound {
+                    identity: identity.clone(),
+                },
+                _ => IdentityError::Lookup {
+                    identity: identity.clone(),
+                    source: Box::new(source),
+                },
+            })?;
+        Ok(sa
+            .metadata
+            .annotations
+            .and_then(|mut a| a.remove(annotation)))
     }
 }

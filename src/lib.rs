@@ -9,6 +9,7 @@ pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod identity;
+pub mod leader;
 pub mod managed;
 pub mod metrics;
 pub mod patch;
@@ -31,6 +32,7 @@ use crate::config::{LogFormat, ServeArgs};
 use crate::managed::DigestKey;
 use crate::metrics::Metrics;
 use crate::redact::SecretBytes;
+use crate::store::EndpointPolicy;
 
 /// Install the tracing subscriber. Backend client libraries are silenced whatever the user's
 /// filter says: their debug output can include request bodies.
@@ -95,6 +97,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         InjectorConfig {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
+            endpoints: EndpointPolicy {
+                vault: args.allowed_vault_servers.0.clone(),
+                aws: args.allowed_aws_endpoints.0.clone(),
+            },
             ..InjectorConfig::default()
         },
         metrics.clone(),
@@ -125,12 +131,47 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     // Ready once the API server answers: until then every admission would fail anyway.
-    tokio::spawn(wait_for_api(client, ready.clone(), shutdown_rx.clone()));
+    tokio::spawn(wait_for_api(
+        client.clone(),
+        ready.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    // Background work runs on one replica at a time.
+    let identity = args
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "secret-injector".into());
+    let identity = format!("{identity}-{:08x}", rand::random::<u32>());
+    let leading = leader::spawn(
+        client.clone(),
+        leader::LeaderConfig {
+            namespace: args.leader_election_namespace.clone(),
+            lease_name: leader::LEASE_NAME.into(),
+            identity,
+            lease_duration: args.lease_duration,
+        },
+        shutdown_rx.clone(),
+    );
+    let status_task = tokio::spawn(store::status::run(
+        store::status::StatusContext {
+            client: client.clone(),
+            endpoints: EndpointPolicy {
+                vault: args.allowed_vault_servers.0.clone(),
+                aws: args.allowed_aws_endpoints.0.clone(),
+            },
+            interval: args.store_check_interval,
+        },
+        leading,
+        shutdown_rx.clone(),
+    ));
 
     shutdown_signal().await;
     info!("shutting down");
     ready.store(false, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    let _ = status_task.await;
     https_task.await.context("HTTPS server task")??;
     admin_task.await.context("admin server task")??;
     Ok(())

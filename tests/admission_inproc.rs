@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use secret_injector::admission::{Injector, InjectorConfig};
 use secret_injector::managed::DigestKey;
 use secret_injector::metrics::Metrics;
+use secret_injector::store::EndpointPolicy;
 use serde_json::{json, Value};
 use support::standin::StandIn;
 use tower::ServiceExt;
@@ -21,8 +22,9 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn injector(standin: &StandIn, config: InjectorConfig) -> Arc<Injector> {
+fn injector(standin: &StandIn, mut config: InjectorConfig) -> Arc<Injector> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    config.endpoints = EndpointPolicy::with_vault(&["http://127.0.0.1:*", "https://127.0.0.1:*"]);
     Arc::new(Injector::new(
         standin.client(),
         config,

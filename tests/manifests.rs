@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
@@ -131,8 +131,8 @@ fn rbac_is_least_privilege() {
         .iter()
         .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
     {
-        let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
-        for rule in role.rules.unwrap_or_default() {
+        let rules: Vec<PolicyRule> = serde_json::from_value(doc["rules"].clone()).unwrap();
+        for rule in rules {
             for group in rule.api_groups.unwrap_or_default() {
                 for resource in rule.resources.clone().unwrap_or_default() {
                     for verb in &rule.verbs {
@@ -161,7 +161,16 @@ fn rbac_is_least_privilege() {
         "batch/cronjobs:get",
         "/namespaces:get",
         "secret-injector.io/secretstores:get",
+        "secret-injector.io/secretstores:list",
+        "secret-injector.io/secretstores:watch",
         "secret-injector.io/clustersecretstores:get",
+        "secret-injector.io/clustersecretstores:list",
+        "secret-injector.io/clustersecretstores:watch",
+        "secret-injector.io/secretstores/status:patch",
+        "secret-injector.io/clustersecretstores/status:patch",
+        "coordination.k8s.io/leases:create",
+        "coordination.k8s.io/leases:get",
+        "coordination.k8s.io/leases:update",
         "/events:create",
         "/events:patch",
         "events.k8s.io/events:create",
@@ -245,5 +254,36 @@ fn certs_command_writes_a_usable_pair_and_fills_the_ca_bundle() {
     assert!(
         text.contains("secret-injector.secret-injector.svc"),
         "DNS SAN missing"
+    );
+}
+
+#[test]
+fn validating_webhook_cannot_be_skipped_by_tenants() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let config: ValidatingWebhookConfiguration =
+        serde_json::from_value(documents("webhook-config/validating-webhook.yaml").remove(0))
+            .unwrap();
+    let hook = &config.webhooks.unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hook.side_effects, "None");
+    assert!(
+        hook.object_selector.is_none() && hook.namespace_selector.is_none(),
+        "no selector a tenant could use to skip it"
+    );
+    let rule = &hook.rules.as_ref().unwrap()[0];
+    assert_eq!(
+        rule.api_groups.as_deref(),
+        Some(&["secret-injector.io".to_string()][..])
+    );
+    let resources = rule.resources.clone().unwrap();
+    assert!(
+        resources.contains(&"secretstores".to_string())
+            && resources.contains(&"clustersecretstores".to_string())
+    );
+    let ops = rule.operations.clone().unwrap();
+    assert!(ops.contains(&"CREATE".to_string()) && ops.contains(&"UPDATE".to_string()));
+    assert_eq!(
+        hook.client_config.service.as_ref().unwrap().path.as_deref(),
+        Some("/validate")
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod mutate;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,10 @@ use crate::cache::FetchCache;
 use crate::identity::TokenIssuer;
 use crate::managed::DigestKey;
 use crate::metrics::Metrics;
+use crate::provider::aws::AwsProvider;
 use crate::provider::vault::VaultProvider;
 use crate::provider::SecretProvider;
-use crate::store::{ProviderConfig, ResolvedStore};
+use crate::store::{EndpointPolicy, ProviderConfig, ResolvedStore};
 
 /// Tunables of the admission path.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct InjectorConfig {
     pub min_refresh_interval: Duration,
     /// How long a fetched document may serve concurrent admissions of the same identity.
     pub fetch_coalesce_window: Duration,
+    /// Which backend servers stores may name (checked before any TokenRequest or connection).
+    pub endpoints: EndpointPolicy,
 }
 
 impl Default for InjectorConfig {
@@ -37,6 +41,7 @@ impl Default for InjectorConfig {
             deadline: Duration::from_secs(8),
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
+            endpoints: EndpointPolicy::default(),
         }
     }
 }
@@ -49,6 +54,7 @@ pub struct Injector {
     pub digest_key: DigestKey,
     pub fetch_cache: FetchCache,
     vault: Arc<VaultProvider>,
+    aws: Arc<AwsProvider>,
 }
 
 impl Injector {
@@ -60,7 +66,8 @@ impl Injector {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            vault: Arc::new(VaultProvider::new(tokens, metrics.clone())),
+            vault: Arc::new(VaultProvider::new(tokens.clone(), metrics.clone())),
+            aws: Arc::new(AwsProvider::new(tokens, metrics.clone())),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             client,
             config,
@@ -72,34 +79,8 @@ impl Injector {
     pub fn provider_for(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
         match &store.config {
             ProviderConfig::Vault(_) => self.vault.clone(),
-            ProviderConfig::Aws(_) => Arc::new(UnsupportedProvider("AWS Secrets Manager")),
+            ProviderConfig::Aws(_) => self.aws.clone(),
         }
-    }
-}
-
-/// Placeholder for providers a store may name before their implementation lands; it refuses
-/// every fetch with a clear message and without any network call.
-struct UnsupportedProvider(&'static str);
-
-impl SecretProvider for UnsupportedProvider {
-    fn fetch<'a>(
-        &'a self,
-        _: &'a crate::identity::PodIdentity,
-        _: &'a ResolvedStore,
-        _: &'a [crate::provider::RemoteKey],
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<Vec<crate::provider::RemoteSecret>, crate::provider::KeyedError>,
-    > {
-        let name = self.0;
-        Box::pin(async move {
-            Err(crate::provider::KeyedError {
-                key: None,
-                error: crate::provider::ProviderError::InvalidRequest(format!(
-                    "the {name} provider is not available in this build"
-                )),
-            })
-        })
     }
 }
 
@@ -110,7 +91,7 @@ pub struct BadRequest(pub String);
 
 /// Describe a JSON error by kind and position only: serde's messages can quote input, and
 /// the input is a pod spec that may carry its own sensitive values.
-fn json_error(e: &serde_json::Error) -> String {
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let kind = match e.classify() {
         serde_json::error::Category::Io => "I/O error",
         serde_json::error::Category::Syntax => "syntax error",

@@ -126,7 +126,8 @@ async fn pipeline(
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
-            let resolved = store::resolve(client, namespace, &item.store).await?;
+            let resolved =
+                store::resolve(client, namespace, &item.store, &injector.config.endpoints).await?;
             stores.insert(item.store.clone(), resolved);
         }
     }

@@ -2,6 +2,7 @@
 //! provider-independent selection (`#property`, whole value, `extract`) lives here so every
 //! backend behaves the same way.
 
+pub mod aws;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,9 @@ pub enum ProviderError {
     Backend { detail: String },
     #[error("backend unreachable ({detail})")]
     Unreachable { detail: String },
+    /// The backend kept refusing for rate reasons after the bounded retries.
+    #[error("throttled by the backend ({detail}); retried with backoff and gave up")]
+    Throttled { detail: String },
 }
 
 impl From<IdentityError> for ProviderError {

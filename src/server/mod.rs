@@ -1,4 +1,4 @@
-//! HTTP plumbing: the HTTPS admission router, the plain admin router, the TLS accept loop
+//! HTTP plumbing: the HTTPS admission router (`/mutate` for pods, `/validate` for stores), the plain admin router, the TLS accept loop
 //! and graceful shutdown. Handlers only adapt HTTP; decisions live in `admission`.
 
 pub mod tls;
@@ -32,6 +32,7 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 pub fn router(injector: Arc<Injector>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(injector)
 }
@@ -65,6 +66,15 @@ fn json_review(
             serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     Json(value).into_response()
+}
+
+async fn validate(State(injector): State<Arc<Injector>>, body: Bytes) -> Response {
+    match admission::validate::review_store(&injector.config.endpoints, &injector.metrics, &body)
+        .await
+    {
+        Ok(review) => json_review(&review),
+        Err(e) => (StatusCode::BAD_REQUEST, e.0).into_response(),
+    }
 }
 
 #[derive(Clone)]

@@ -1,6 +1,8 @@
 //! SecretStore / ClusterSecretStore: CRD types, resolution by name, and the validation shared
 //! by the runtime and the validating webhook.
 
+mod policy;
+pub mod status;
 mod types;
 mod validate;
 
@@ -8,6 +10,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, Client};
 
+pub use policy::{
+    parse_list as parse_endpoint_list, EndpointPattern, EndpointPolicy, DEFAULT_AWS_ENDPOINTS,
+};
 pub use types::*;
 pub use validate::*;
 
@@ -58,6 +63,7 @@ pub async fn resolve(
     client: &Client,
     namespace: &str,
     reference: &StoreRef,
+    endpoints: &EndpointPolicy,
 ) -> Result<ResolvedStore, StoreError> {
     let api_err = |source: kube::Error| match &source {
         kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
@@ -97,10 +103,11 @@ pub async fn resolve(
             (store.spec.provider, store.metadata.uid)
         }
     };
-    let validated = validate_provider(&provider).map_err(|errors| StoreError::Invalid {
-        reference: reference.clone(),
-        errors,
-    })?;
+    let validated =
+        validate_provider(&provider, endpoints).map_err(|errors| StoreError::Invalid {
+            reference: reference.clone(),
+            errors,
+        })?;
     Ok(ResolvedStore {
         reference: reference.clone(),
         uid,

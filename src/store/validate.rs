@@ -7,6 +7,11 @@ use std::net::IpAddr;
 use base64::Engine;
 use url::Url;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::policy::{self, EndpointPolicy};
 use super::types::*;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,15 +97,19 @@ pub struct Validated {
     pub warnings: Vec<String>,
 }
 
-/// Validate a provider spec. All problems are reported, each with its field path.
-pub fn validate_provider(spec: &ProviderSpec) -> Result<Validated, Vec<FieldError>> {
+/// Validate a provider spec against the operator's endpoint policy. All problems are
+/// reported, each with its field path.
+pub fn validate_provider(
+    spec: &ProviderSpec,
+    endpoints: &EndpointPolicy,
+) -> Result<Validated, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let config = match (&spec.vault, &spec.aws) {
         (Some(vault), None) => {
-            validate_vault(vault, &mut errors, &mut warnings).map(ProviderConfig::Vault)
+            validate_vault(vault, endpoints, &mut errors, &mut warnings).map(ProviderConfig::Vault)
         }
-        (None, Some(aws)) => validate_aws(aws, &mut errors).map(ProviderConfig::Aws),
+        (None, Some(aws)) => validate_aws(aws, endpoints, &mut errors).map(ProviderConfig::Aws),
         (Some(_), Some(_)) => {
             errors.push(err(
                 "spec.provider",
@@ -131,11 +140,21 @@ fn err(path: &str, message: impl Into<String>) -> FieldError {
 
 fn validate_vault(
     spec: &VaultProviderSpec,
+    endpoints: &EndpointPolicy,
     errors: &mut Vec<FieldError>,
     warnings: &mut Vec<String>,
 ) -> Option<VaultConfig> {
     let before = errors.len();
-    let server = check_endpoint("spec.provider.vault.server", &spec.server, errors);
+    let server =
+        check_endpoint("spec.provider.vault.server", &spec.server, errors).and_then(|url| {
+            match policy::check(&url, &endpoints.vault, "--allowed-vault-servers") {
+                Ok(()) => Some(url),
+                Err(m) => {
+                    errors.push(err("spec.provider.vault.server", m));
+                    None
+                }
+            }
+        });
 
     let kv = match spec.version.as_deref() {
         None | Some("v2") => KvVersion::V2,
@@ -409,7 +428,11 @@ pub fn is_forbidden_ip(ip: IpAddr) -> bool {
     }
 }
 
-fn validate_aws(spec: &AwsProviderSpec, errors: &mut Vec<FieldError>) -> Option<AwsConfig> {
+fn validate_aws(
+    spec: &AwsProviderSpec,
+    endpoints: &EndpointPolicy,
+    errors: &mut Vec<FieldError>,
+) -> Option<AwsConfig> {
     let before = errors.len();
     if spec.service != "SecretsManager" {
         errors.push(err(
@@ -434,7 +457,16 @@ fn validate_aws(spec: &AwsProviderSpec, errors: &mut Vec<FieldError>) -> Option<
     let endpoint = spec
         .endpoint
         .as_deref()
-        .and_then(|e| check_endpoint("spec.provider.aws.endpoint", e, errors));
+        .and_then(|e| check_endpoint("spec.provider.aws.endpoint", e, errors))
+        .and_then(
+            |url| match policy::check(&url, &endpoints.aws, "--allowed-aws-endpoints") {
+                Ok(()) => Some(url),
+                Err(m) => {
+                    errors.push(err("spec.provider.aws.endpoint", m));
+                    None
+                }
+            },
+        );
     if errors.len() > before {
         return None;
     }
@@ -443,6 +475,228 @@ fn validate_aws(spec: &AwsProviderSpec, errors: &mut Vec<FieldError>) -> Option<
         role: spec.role.clone(),
         endpoint,
     })
+}
+
+/// ClusterSecretStore `spec.conditions`: valid namespace names and label selectors.
+pub fn validate_conditions(conditions: &[ClusterStoreCondition]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, c) in conditions.iter().enumerate() {
+        let at = format!("spec.conditions[{i}]");
+        if c.namespaces.is_empty() && c.namespace_selector.is_none() {
+            errors.push(err(
+                &at,
+                "needs namespaces or namespaceSelector (an empty condition matches nothing)",
+            ));
+        }
+        for (j, ns) in c.namespaces.iter().enumerate() {
+            if !crate::spec::is_dns1123_label(ns) {
+                errors.push(err(
+                    &format!("{at}.namespaces[{j}]"),
+                    format!("{ns:?} is not a valid namespace name"),
+                ));
+            }
+        }
+        if let Some(sel) = &c.namespace_selector {
+            let sel_at = format!("{at}.namespaceSelector");
+            for (k, v) in sel.match_labels.iter().flatten() {
+                if !is_label_key(k) {
+                    errors.push(err(
+                        &format!("{sel_at}.matchLabels"),
+                        format!("{k:?} is not a valid label key"),
+                    ));
+                }
+                if !is_label_value(v) {
+                    errors.push(err(
+                        &format!("{sel_at}.matchLabels"),
+                        format!("{v:?} is not a valid label value"),
+                    ));
+                }
+            }
+            for (j, e) in sel.match_expressions.iter().flatten().enumerate() {
+                let e_at = format!("{sel_at}.matchExpressions[{j}]");
+                if !is_label_key(&e.key) {
+                    errors.push(err(
+                        &format!("{e_at}.key"),
+                        format!("{:?} is not a valid label key", e.key),
+                    ));
+                }
+                let values = e.values.as_deref().unwrap_or_default();
+                match e.operator.as_str() {
+                    "In" | "NotIn" if values.is_empty() => errors.push(err(
+                        &format!("{e_at}.values"),
+                        format!("must be non-empty for operator {}", e.operator),
+                    )),
+                    "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(err(
+                        &format!("{e_at}.values"),
+                        format!("must be empty for operator {}", e.operator),
+                    )),
+                    "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                    other => errors.push(err(
+                        &format!("{e_at}.operator"),
+                        format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+                    )),
+                }
+                for v in values {
+                    if !is_label_value(v) {
+                        errors.push(err(
+                            &format!("{e_at}.values"),
+                            format!("{v:?} is not a valid label value"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// `[prefix/]name`: prefix a DNS subdomain, name ≤ 63 of alphanumerics, '-', '_', '.'.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    prefix.is_none_or(crate::spec::is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+/// What validation concluded about one store object.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<String>,
+}
+
+/// Validate a store object (its full JSON) of `kind`. Shared with the status controller.
+pub fn validate_store(kind: &str, object: &Value, endpoints: &EndpointPolicy) -> Verdict {
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    match kind {
+        "SecretStore" => match decode::<SecretStoreSpec>(&spec) {
+            Ok(typed) => {
+                let mut errors = unknown_fields(&spec, &typed);
+                let mut warnings = Vec::new();
+                merge(
+                    validate_provider(&typed.provider, endpoints),
+                    &mut errors,
+                    &mut warnings,
+                );
+                Verdict { errors, warnings }
+            }
+            Err(e) => Verdict {
+                errors: vec![e],
+                warnings: Vec::new(),
+            },
+        },
+        "ClusterSecretStore" => match decode::<ClusterSecretStoreSpec>(&spec) {
+            Ok(typed) => {
+                let mut errors = unknown_fields(&spec, &typed);
+                let mut warnings = Vec::new();
+                merge(
+                    validate_provider(&typed.provider, endpoints),
+                    &mut errors,
+                    &mut warnings,
+                );
+                errors.extend(validate_conditions(&typed.conditions));
+                Verdict { errors, warnings }
+            }
+            Err(e) => Verdict {
+                errors: vec![e],
+                warnings: Vec::new(),
+            },
+        },
+        other => Verdict {
+            errors: vec![FieldError {
+                path: "kind".into(),
+                message: format!("{other:?} is not validated by this webhook"),
+            }],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+fn merge(
+    result: Result<crate::store::Validated, Vec<FieldError>>,
+    errors: &mut Vec<FieldError>,
+    warnings: &mut Vec<String>,
+) {
+    match result {
+        Ok(v) => warnings.extend(v.warnings),
+        Err(e) => errors.extend(e),
+    }
+}
+
+/// Decode with the failing field's path (`spec.provider.vault.server: invalid type …`).
+fn decode<T: DeserializeOwned>(spec: &Value) -> Result<T, FieldError> {
+    if spec.is_null() {
+        return Err(FieldError {
+            path: "spec".into(),
+            message: "missing".into(),
+        });
+    }
+    serde_path_to_error::deserialize::<_, T>(spec).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            "spec".to_string()
+        } else {
+            format!("spec.{inner}")
+        };
+        FieldError {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Fields present in the object that the types do not know. The API server prunes these for
+/// a structural CRD, but objects can arrive by other ways (and typos deserve an answer).
+fn unknown_fields<T: Serialize>(original: &Value, typed: &T) -> Vec<FieldError> {
+    let known = serde_json::to_value(typed).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    walk(original, &known, "spec", &mut out);
+    out.into_iter()
+        .map(|path| FieldError {
+            path,
+            message: "unknown field".into(),
+        })
+        .collect()
+}
+
+fn walk(original: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (original, known) {
+        (Value::Object(o), Value::Object(k)) => {
+            for (key, value) in o {
+                let p = format!("{path}.{key}");
+                match k.get(key) {
+                    Some(kv) => walk(value, kv, &p, out),
+                    None if is_empty(value) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(k)) => {
+            for (i, (value, kv)) in o.iter().zip(k).enumerate() {
+                walk(value, kv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
 }
 
 fn is_aws_region(r: &str) -> bool {
@@ -482,6 +736,7 @@ pub fn is_iam_role_arn(arn: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn vault(server: &str, path: &str) -> ProviderSpec {
         ProviderSpec {
@@ -505,13 +760,25 @@ mod tests {
         }
     }
 
+    /// A policy that admits any https server and the test loopback over http.
+    fn open() -> EndpointPolicy {
+        EndpointPolicy::with_vault(&[
+            "https://*.svc:*",
+            "https://vault.vault.svc:8200",
+            "https://v:8200",
+            "https://vault:8200",
+            "http://127.0.0.1:*",
+        ])
+    }
+
     fn first_error(spec: &ProviderSpec) -> FieldError {
-        validate_provider(spec).unwrap_err().remove(0)
+        validate_provider(spec, &open()).unwrap_err().remove(0)
     }
 
     #[test]
     fn valid_vault_store() {
-        let v = validate_provider(&vault("https://vault.vault.svc:8200", "secret")).unwrap();
+        let v =
+            validate_provider(&vault("https://vault.vault.svc:8200", "secret"), &open()).unwrap();
         let ProviderConfig::Vault(c) = v.config else {
             panic!()
         };
@@ -596,7 +863,7 @@ mod tests {
             namespace: None,
             audiences: None,
         });
-        let v = validate_provider(&s).unwrap();
+        let v = validate_provider(&s, &open()).unwrap();
         assert_eq!(v.warnings.len(), 2);
         assert!(v
             .warnings
@@ -606,6 +873,100 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("audiences is not set")));
+    }
+
+    #[test]
+    fn allowlist_is_enforced_for_vault_and_aws() {
+        let strict = EndpointPolicy::with_vault(&["https://vault.vault.svc:8200"]);
+        let e = validate_provider(&vault("https://other.vault.svc:8200", "secret"), &strict)
+            .unwrap_err();
+        assert_eq!(e[0].path, "spec.provider.vault.server");
+        assert!(e[0].message.contains("allowlist"), "{}", e[0].message);
+        let e = validate_provider(&vault("http://vault.vault.svc:8200", "secret"), &strict)
+            .unwrap_err();
+        assert_eq!(
+            e[0].path, "spec.provider.vault.server",
+            "http needs an explicit http pattern"
+        );
+        let e = validate_provider(
+            &vault("https://vault.vault.svc:8200", "secret"),
+            &EndpointPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].message.contains("has not allowed any server"),
+            "{}",
+            e[0].message
+        );
+        let moto = ProviderSpec {
+            vault: None,
+            aws: Some(AwsProviderSpec {
+                service: "SecretsManager".into(),
+                region: "eu-west-1".into(),
+                role: None,
+                endpoint: Some("http://127.0.0.1:5000".into()),
+            }),
+        };
+        let e = validate_provider(&moto, &strict).unwrap_err();
+        assert_eq!(e[0].path, "spec.provider.aws.endpoint");
+    }
+
+    #[test]
+    fn cluster_conditions() {
+        let conditions: Vec<ClusterStoreCondition> = serde_json::from_value(serde_json::json!([
+            {"namespaces": ["payments", "Bad_NS"]},
+            {},
+            {"namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "In", "values": []},
+                {"key": "tier", "operator": "Equals", "values": ["x"]},
+                {"key": "bad key!", "operator": "Exists"}
+            ]}},
+            {"namespaceSelector": {"matchLabels": {"team": "payments"}}}
+        ]))
+        .unwrap();
+        let paths: Vec<String> = validate_conditions(&conditions)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.conditions[0].namespaces[1]",
+                "spec.conditions[1]",
+                "spec.conditions[2].namespaceSelector.matchExpressions[0].values",
+                "spec.conditions[2].namespaceSelector.matchExpressions[1].operator",
+                "spec.conditions[2].namespaceSelector.matchExpressions[2].key",
+            ]
+        );
+    }
+
+    fn strict_policy() -> EndpointPolicy {
+        EndpointPolicy::with_vault(&["https://vault.vault.svc:8200"])
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_are_named() {
+        let obj = json!({"spec": {"provider": {"vault": {"server": "https://vault.vault.svc:8200", "path": "secret",
+            "auth": {"kubernetes": {"role": "r", "audiences": ["vault"]}}, "sever": "typo"}}}});
+        let v = validate_store("SecretStore", &obj, &strict_policy());
+        assert_eq!(v.errors[0].path, "spec.provider.vault.sever");
+        let obj = json!({"spec": {"provider": {"vault": {"server": 8200, "path": "secret", "auth": {}}}}});
+        let v = validate_store("SecretStore", &obj, &strict_policy());
+        assert_eq!(
+            v.errors[0].path, "spec.provider.vault.server",
+            "{:?}",
+            v.errors
+        );
+        let obj = json!({"spec": {"provider": {"vault": {"server": "https://vault.vault.svc:8200", "path": "secret",
+            "auth": {"kubernetes": {"role": "r", "audiences": ["vault"]}}}}, "conditions": [{"namespaces": ["a"]}]}});
+        let v = validate_store("SecretStore", &obj, &strict_policy());
+        assert_eq!(
+            v.errors[0].path, "spec.conditions",
+            "conditions belong to ClusterSecretStore only"
+        );
+        assert!(validate_store("ClusterSecretStore", &obj, &strict_policy())
+            .errors
+            .is_empty());
     }
 
     #[test]
@@ -619,12 +980,9 @@ mod tests {
                 endpoint: None,
             }),
         };
-        assert!(validate_provider(&aws(
-            "eu-west-1",
-            Some("arn:aws:iam::123456789012:role/payments")
-        ))
-        .is_ok());
-        assert!(validate_provider(&aws("us-gov-west-1", None)).is_ok());
+        let payments = aws("eu-west-1", Some("arn:aws:iam::123456789012:role/payments"));
+        assert!(validate_provider(&payments, &open()).is_ok());
+        assert!(validate_provider(&aws("us-gov-west-1", None), &open()).is_ok());
         assert_eq!(
             first_error(&aws("europe", None)).path,
             "spec.provider.aws.region"

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod moto;
 pub mod openbao;
 pub mod rig;
 pub mod standin;

@@ -128,6 +128,39 @@ path "kv1/payments/*" { capabilities = ["read"] }"#,
     }
 }
 
+/// AWS side of the payments story (moto): the region every AWS store and seeded secret uses,
+/// the IAM role the payments ServiceAccount is annotated with, and the fraud-feed values.
+pub const AWS_REGION: &str = "eu-west-1";
+pub const AWS_FEED_KEY: &str = "aws_feed_SENTINEL_key_7d2e";
+pub const AWS_FEED_ENDPOINT: &str = "https://fraud-feed.example/v2";
+pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+impl Rig {
+    /// A SecretStore for AWS Secrets Manager in [`AWS_REGION`] at `endpoint` (a moto URL);
+    /// `role` sets `spec.provider.aws.role`.
+    pub fn seed_aws_store(&self, name: &str, endpoint: &str, role: Option<&str>) {
+        let mut aws = json!({"service": "SecretsManager", "region": AWS_REGION, "endpoint": endpoint});
+        if let Some(role) = role {
+            aws["role"] = json!(role);
+        }
+        self.standin.seed(json!({
+            "apiVersion": "secret-injector.io/v1alpha1",
+            "kind": "SecretStore",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"provider": {"aws": aws}}
+        }));
+    }
+
+    /// (Re)create ServiceAccount `name` in [`NS`], with the IRSA role annotation when given.
+    pub fn seed_service_account(&self, name: &str, role_arn: Option<&str>) {
+        let mut sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": NS}});
+        if let Some(role) = role_arn {
+            sa["metadata"]["annotations"] = json!({ ROLE_ANNOTATION: role });
+        }
+        self.standin.seed(sa);
+    }
+}
+
 /// Recursive JSON merge (objects merge, everything else replaces).
 pub fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {

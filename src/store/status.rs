@@ -1,0 +1,297 @@
+//! Store status: the leader keeps `status.conditions[Ready]` of every SecretStore and
+//! ClusterSecretStore current — `Valid`, `InvalidConfig` (the same validation the webhooks
+//! use) or `Unreachable` (a probe that needs no identity: Vault `sys/health`, an HTTPS request
+//! to the AWS endpoint). The probe runs only after the allowlist check passed, so status
+//! checks cannot be used to reach addresses the operator has not allowed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{
+    validate_provider, validate_store, AwsConfig, ClusterSecretStore, EndpointPolicy,
+    ProviderConfig, SecretStore, SecretStoreStatus, StoreCondition, VaultConfig,
+};
+use crate::redact::scrub;
+
+pub const READY: &str = "Ready";
+pub const REASON_VALID: &str = "Valid";
+pub const REASON_INVALID: &str = "InvalidConfig";
+pub const REASON_UNREACHABLE: &str = "Unreachable";
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct StatusContext {
+    pub client: Client,
+    pub endpoints: EndpointPolicy,
+    pub interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StatusError(String);
+
+/// The Ready condition for a store object: (status, reason, message).
+pub async fn evaluate(
+    kind: &str,
+    object: &Value,
+    endpoints: &EndpointPolicy,
+) -> (bool, &'static str, String) {
+    let verdict = validate_store(kind, object, endpoints);
+    if !verdict.errors.is_empty() {
+        let detail: Vec<String> = verdict.errors.iter().map(ToString::to_string).collect();
+        return (false, REASON_INVALID, detail.join("; "));
+    }
+    let provider = object
+        .pointer("/spec/provider")
+        .and_then(|p| serde_json::from_value(p.clone()).ok());
+    let Some(Ok(validated)) = provider.map(|p| validate_provider(&p, endpoints)) else {
+        return (
+            false,
+            REASON_INVALID,
+            "spec.provider could not be read".into(),
+        );
+    };
+    match probe(&validated.config).await {
+        Ok(detail) => (true, REASON_VALID, detail),
+        Err(detail) => (false, REASON_UNREACHABLE, detail),
+    }
+}
+
+async fn probe(config: &ProviderConfig) -> Result<String, String> {
+    match config {
+        ProviderConfig::Vault(v) => probe_vault(v).await,
+        ProviderConfig::Aws(a) => probe_aws(a).await,
+    }
+}
+
+fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in rustls_pemfile::certs(&mut &pem[..]).flatten() {
+                roots
+                    .add(cert)
+                    .map_err(|_| "caBundle holds an unusable certificate".to_string())?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(PROBE_TIMEOUT)
+        .connect_timeout(PROBE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| scrub(&e.to_string()))
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    scrub(&out)
+}
+
+async fn probe_vault(config: &VaultConfig) -> Result<String, String> {
+    let client = http_client(config.ca_pem.as_deref())?;
+    let url = config
+        .server
+        .join("v1/sys/health?standbyok=true&perfstandbyok=true")
+        .map_err(|e| e.to_string())?;
+    let mut request = client.get(url);
+    if let Some(ns) = &config.namespace {
+        request = request.header("X-Vault-Namespace", ns.as_str());
+    }
+    match request.send().await {
+        Ok(r) => match r.status().as_u16() {
+            200 | 429 | 472 | 473 => Ok(format!(
+                "{} answers sys/health",
+                config.server.origin().ascii_serialization()
+            )),
+            501 => Err("Vault answers but is not initialized".into()),
+            503 => Err("Vault answers but is sealed".into()),
+            other => Err(format!("sys/health returned HTTP {other}")),
+        },
+        Err(e) => Err(format!(
+            "{} did not answer: {}",
+            config.server.origin().ascii_serialization(),
+            transport_error(&e)
+        )),
+    }
+}
+
+async fn probe_aws(config: &AwsConfig) -> Result<String, String> {
+    let url = match &config.endpoint {
+        Some(u) => u.clone(),
+        None => url::Url::parse(&format!(
+            "https://secretsmanager.{}.amazonaws.com/",
+            config.region
+        ))
+        .map_err(|e| e.to_string())?,
+    };
+    let client = http_client(None)?;
+    match client.get(url.clone()).send().await {
+        // Any HTTP answer proves DNS, TCP and (for https) a verified TLS handshake.
+        Ok(_) => Ok(format!("{} answers", url.origin().ascii_serialization())),
+        Err(e) => Err(format!(
+            "{} did not answer: {}",
+            url.origin().ascii_serialization(),
+            transport_error(&e)
+        )),
+    }
+}
+
+fn ready_condition<K>(obj: &K) -> Option<StoreCondition>
+where
+    K: Resource + serde::Serialize,
+{
+    let value = serde_json::to_value(obj).ok()?;
+    let status: SecretStoreStatus = serde_json::from_value(value.get("status")?.clone()).ok()?;
+    status.conditions.into_iter().find(|c| c.type_ == READY)
+}
+
+/// The two store kinds differ only in scope.
+trait StoreObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn api_for(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl StoreObject for SecretStore {
+    fn api_for(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl StoreObject for ClusterSecretStore {
+    fn api_for(client: Client, _: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+async fn reconcile<K: StoreObject>(
+    obj: Arc<K>,
+    ctx: Arc<StatusContext>,
+) -> Result<Action, StatusError> {
+    let kind = K::kind(&()).to_string();
+    let value = serde_json::to_value(obj.as_ref()).map_err(|e| StatusError(e.to_string()))?;
+    let (ready, reason, message) = evaluate(&kind, &value, &ctx.endpoints).await;
+    let status = if ready { "True" } else { "False" };
+    let previous = ready_condition(obj.as_ref());
+    let unchanged = previous.as_ref().is_some_and(|p| {
+        p.status == status
+            && p.reason.as_deref() == Some(reason)
+            && p.message.as_deref() == Some(message.as_str())
+    });
+    if !unchanged {
+        let transition = match &previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => None,
+        }
+        .unwrap_or_else(|| Timestamp::now().to_string());
+        let condition = StoreCondition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.clone()),
+            last_transition_time: Some(transition),
+        };
+        let api = K::api_for(ctx.client.clone(), obj.namespace().as_deref());
+        let patch = json!({"status": {"conditions": [condition]}});
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| StatusError(format!("updating status: {e}")))?;
+        info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), reason, "store status updated");
+    } else {
+        debug!(kind = %kind, name = %obj.name_any(), reason, "store status unchanged");
+    }
+    Ok(Action::requeue(ctx.interval))
+}
+
+fn error_policy<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<StatusContext>) -> Action {
+    warn!(error = %error, "store status reconcile failed");
+    Action::requeue(ctx.interval.min(Duration::from_secs(30)))
+}
+
+async fn run_controllers(ctx: Arc<StatusContext>) {
+    let namespaced = Controller::new(
+        Api::<SecretStore>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .run(
+        reconcile::<SecretStore>,
+        error_policy::<SecretStore>,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let cluster = Controller::new(
+        Api::<ClusterSecretStore>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .run(
+        reconcile::<ClusterSecretStore>,
+        error_policy::<ClusterSecretStore>,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    futures::join!(namespaced, cluster);
+}
+
+/// Run the status controllers whenever this replica leads, until shutdown.
+pub async fn run(
+    ctx: StatusContext,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ctx = Arc::new(ctx);
+    loop {
+        // Wait to lead.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                r = leading.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+        info!("leading: keeping SecretStore status current");
+        tokio::select! {
+            _ = run_controllers(ctx.clone()) => {}
+            _ = async { while *leading.borrow_and_update() { if leading.changed().await.is_err() { break } } } => {
+                info!("no longer leading: store status paused");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
