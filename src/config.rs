@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a CA and a serving certificate for the webhook Service and write the caBundle
     /// into the webhook configurations.
     Certs(CertsArgs),
@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// How often the leader re-checks every store's Ready condition (reachability probe).
     #[arg(long, env = "SECRET_INJECTOR_STORE_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
     pub store_check_interval: Duration,
+    /// Managed Secrets refreshed concurrently by the leader.
+    #[arg(long, env = "SECRET_INJECTOR_REFRESH_CONCURRENCY", default_value_t = 8)]
+    pub refresh_concurrency: usize,
+    /// Changes to one workload's Secrets within this window cause a single rollout.
+    #[arg(long, env = "SECRET_INJECTOR_ROLLOUT_DEBOUNCE", default_value = "5s", value_parser = parse_interval)]
+    pub rollout_debounce: Duration,
+    /// A bare pod's managed Secret is deleted this long after no pod of that name exists.
+    #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
+    pub orphan_grace_period: Duration,
     /// Log format.
     #[arg(long, env = "SECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod cache;
 pub mod certs;
 pub mod config;
+pub mod fetch;
 pub mod identity;
 pub mod leader;
 pub mod managed;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod patch;
 pub mod provider;
 pub mod redact;
+pub mod refresher;
 pub mod server;
 pub mod spec;
 pub mod store;
@@ -47,6 +49,14 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
         "hyper_util=warn",
         "h2=warn",
         "rustls=warn",
+        // The AWS SDK prints signed requests (access key id, session token) at debug/trace.
+        "aws_smithy_runtime=off",
+        "aws_smithy_runtime_api=off",
+        "aws_smithy_http_client=off",
+        "aws_sigv4=off",
+        "aws_runtime=off",
+        "aws_sdk_sts=off",
+        "aws_sdk_secretsmanager=off",
     ] {
         env_filter = env_filter.add_directive(directive.parse().expect("static directive"));
     }
@@ -92,7 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
 
-    let injector = Arc::new(Injector::new(
+    let injector: Arc<Injector> = Arc::new(Injector::new(
         client.clone(),
         InjectorConfig {
             deadline: args.admission_timeout,
@@ -122,7 +132,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let https_task = tokio::spawn(server::serve_tls(
         https,
         cert.server_config(),
-        server::router(injector),
+        server::router(injector.clone()),
         shutdown_rx.clone(),
     ));
     let admin_task = tokio::spawn(server::serve_plain(
@@ -144,6 +154,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "secret-injector".into());
     let identity = format!("{identity}-{:08x}", rand::random::<u32>());
+    let refresher_identity = identity.clone();
     let leading = leader::spawn(
         client.clone(),
         leader::LeaderConfig {
@@ -163,6 +174,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             interval: args.store_check_interval,
         },
+        leading.clone(),
+        shutdown_rx.clone(),
+    ));
+    let refresher_task = tokio::spawn(refresher::run(
+        injector.clone(),
+        refresher::RefresherConfig {
+            concurrency: args.refresh_concurrency,
+            rollout_debounce: args.rollout_debounce,
+            orphan_grace: args.orphan_grace_period,
+            identity: refresher_identity,
+        },
         leading,
         shutdown_rx.clone(),
     ));
@@ -172,6 +194,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ready.store(false, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     let _ = status_task.await;
+    let _ = refresher_task.await;
     https_task.await.context("HTTPS server task")??;
     admin_task.await.context("admin server task")??;
     Ok(())

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             secret_injector::init_tracing(args.log_format, &args.log);
-            secret_injector::serve(args).await
+            secret_injector::serve(*args).await
         }
         Command::Certs(args) => secret_injector::certs::run(&args),
         Command::Crds => {

@@ -215,8 +215,19 @@ fn classify(
             interval.is_zero()
                 || now - t < time::Duration::try_from(interval).unwrap_or(time::Duration::MAX)
         });
+    // A workload deleted and recreated under the same name has a new uid: the Secret must be
+    // rewritten with the new ownerReference, or the garbage collector would remove it.
+    let same_owner_uid = match &target.owner.uid {
+        Some(uid) => secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == *uid),
+        None => true,
+    };
     Ok(Existing::Ours {
-        current: same_source && synced_recently,
+        current: same_source && synced_recently && same_owner_uid,
         secret: Box::new(secret),
     })
 }
@@ -330,7 +341,8 @@ pub async fn write(
                             .annotations
                             .as_ref()
                             .and_then(|a| a.get(ANN_SOURCE))
-                    && secret.data.as_ref() == desired.data.as_ref();
+                    && secret.data.as_ref() == desired.data.as_ref()
+                    && secret.metadata.owner_references == desired.metadata.owner_references;
                 if same {
                     return Ok(WriteOutcome::Unchanged);
                 }

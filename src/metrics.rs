@@ -32,8 +32,22 @@ pub struct WriteLabels {
     pub operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 struct Inner {
     registry: Registry,
+    refreshes: Family<ResultLabels, Counter>,
+    rollouts: Family<KindLabels, Counter>,
+    refresh_lag: Histogram,
+    managed_secrets: prometheus_client::metrics::gauge::Gauge,
     admissions: Family<AdmissionLabels, Counter>,
     admission_seconds: Family<WebhookLabels, Histogram>,
     backend_calls: Family<BackendLabels, Counter>,
@@ -88,8 +102,36 @@ impl Metrics {
             "Admissions denied because the internal deadline ran out",
             deadline_exceeded.clone(),
         );
+        let refreshes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned)",
+            refreshes.clone(),
+        );
+        let rollouts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Workload rollouts triggered by changed Secret values, by kind",
+            rollouts.clone(),
+        );
+        let refresh_lag = Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        registry.register(
+            "refresh_lag_seconds",
+            "How late a refresh started after it was due",
+            refresh_lag.clone(),
+        );
+        let managed_secrets = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "managed_secrets",
+            "Managed Secrets tracked by the refresher (on the leader)",
+            managed_secrets.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
+            refreshes,
+            rollouts,
+            refresh_lag,
+            managed_secrets,
             admissions,
             admission_seconds,
             backend_calls,
@@ -130,6 +172,25 @@ impl Metrics {
             .secret_writes
             .get_or_create(&WriteLabels { operation })
             .inc();
+    }
+
+    pub fn refresh(&self, result: &'static str) {
+        self.0
+            .refreshes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn rollout(&self, kind: &'static str) {
+        self.0.rollouts.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn refresh_lag(&self, seconds: f64) {
+        self.0.refresh_lag.observe(seconds);
+    }
+
+    pub fn managed_secrets(&self, count: usize) {
+        self.0.managed_secrets.set(count as i64);
     }
 
     pub fn deadline_exceeded(&self) {

@@ -4,7 +4,10 @@
 //! `secret-injector serve` binary over TLS, creates a labelled namespace, a ServiceAccount, a
 //! Vault policy and Kubernetes-auth role, a SecretStore and an annotated Deployment, sends the
 //! Deployment's pod through `/mutate` exactly as the API server would, and prints the patch and
-//! the managed Secret (values redacted). Everything is stopped on exit.
+//! the managed Secret (values redacted). Then the AWS half: a moto server stands in for STS and
+//! Secrets Manager, the ServiceAccount gets its IRSA role annotation, and a second Deployment
+//! draws the Vault database credentials and the Secrets Manager fraud feed in one pod through
+//! the full form. Everything is stopped on exit.
 
 mod support;
 
@@ -12,8 +15,9 @@ use std::process::ExitCode;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::moto::Moto;
 use support::openbao::OpenBao;
 use support::rig::{apply_patch, decoded_patch, pod_review};
 use support::standin::StandIn;
@@ -161,7 +165,9 @@ async fn demo() -> Result<(), String> {
         6,
         "Starting the webhook: secret-injector serve (TLS, real binary)",
     );
-    let webhook = Webhook::start(&standin).await;
+    // The AWS half (below) talks to moto on loopback; the operator allows that endpoint.
+    let webhook =
+        Webhook::start_with(&standin, &["--allowed-aws-endpoints", "http://127.0.0.1:*"]).await;
     println!(
         "    {}/mutate   admin {}/metrics",
         webhook.url, webhook.admin_url
@@ -250,10 +256,161 @@ async fn demo() -> Result<(), String> {
         standin.token_requests().len() - before
     );
 
-    step(10, "Cleaning up");
+    let moto = aws_half(&standin, &client, &webhook).await?;
+
+    step(14, "Cleaning up");
     drop(webhook);
     drop(standin);
     drop(bao);
-    println!("    webhook, API stand-in and OpenBao stopped");
+    drop(moto);
+    println!("    webhook, API stand-in, OpenBao and moto stopped");
     Ok(())
+}
+
+/// The AWS half of the story: the fraud-feed token lives in AWS Secrets Manager, readable by
+/// the payments ServiceAccount's IAM role (IRSA); one Deployment draws it together with the
+/// Vault database credentials through the full form.
+async fn aws_half(
+    standin: &StandIn,
+    client: &kube::Client,
+    webhook: &Webhook,
+) -> Result<Moto, String> {
+    const REGION: &str = "eu-west-1";
+    let role = Moto::role_arn("payments-api");
+    let pp = PostParams::default();
+
+    step(
+        10,
+        "Starting moto (AWS STS + Secrets Manager emulator) for the AWS half",
+    );
+    let moto = Moto::start().await;
+    println!("    moto      {}", moto.url());
+
+    step(
+        11,
+        "Security team: the fraud-feed token lives in Secrets Manager; IRSA maps the ServiceAccount to its IAM role",
+    );
+    moto.create_secret(
+        REGION,
+        "payments/fraud-feed",
+        &json!({"api_key": "demo-only-feed-key", "endpoint": "https://fraud-feed.example/v2"})
+            .to_string(),
+    )
+    .await;
+    Api::<ServiceAccount>::namespaced(client.clone(), "payments")
+        .patch(
+            "payments-api",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"eks.amazonaws.com/role-arn": role}}}),
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = json!({
+        "apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": "aws-secrets-manager", "namespace": "payments"},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": REGION, "endpoint": moto.url()}}}
+    });
+    Api::<secret_injector::store::SecretStore>::namespaced(client.clone(), "payments")
+        .create(&pp, &serde_json::from_value(store).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("    secretsmanager payments/fraud-feed   {{api_key, endpoint}}  ({REGION})");
+    println!("    serviceaccount/payments-api          eks.amazonaws.com/role-arn: {role}");
+    println!(
+        "    secretstore/aws-secrets-manager      → Secrets Manager {REGION} at {} (no role: the ServiceAccount's)",
+        moto.url()
+    );
+
+    step(
+        12,
+        "App team: one Deployment, two stores — DB credentials from Vault, the fraud feed from AWS",
+    );
+    let items = r#"- name: payments-scorer-db
+  storeRef: {name: vault-backend}
+  data:
+    - {secretKey: DB_USERNAME, remoteRef: {key: payments/db, property: username}}
+    - {secretKey: DB_PASSWORD, remoteRef: {key: payments/db, property: password}}
+- name: payments-scorer-fraud-feed
+  storeRef: {name: aws-secrets-manager}
+  dataFrom:
+    - extract: {key: payments/fraud-feed}
+  inject: {env: true, mountPath: /etc/fraud-feed}
+"#;
+    let annotations = json!({"secret-injector.io/external-secrets": items});
+    for line in items.lines() {
+        println!("    {line}");
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "payments-scorer"},
+        "spec": {"selector": {"matchLabels": {"app": "payments-scorer"}},
+            "template": {"metadata": {"labels": {"app": "payments-scorer"}, "annotations": annotations},
+                "spec": {"serviceAccountName": "payments-api", "containers": [{"name": "app", "image": "payments-scorer:1"}]}}}
+    }))
+    .unwrap();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), "payments")
+        .create(&pp, &deployment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "payments-scorer-5f6d7c8b9", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-scorer",
+            "uid": deployment.metadata.uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "payments-scorer"}}}
+    }))
+    .unwrap();
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), "payments")
+        .create(&pp, &rs)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    step(
+        13,
+        "Its pod goes through /mutate: two managed Secrets, one patch referencing both",
+    );
+    let tokens_before = standin.token_requests().len();
+    let rs_uid = rs.metadata.uid.unwrap_or_default();
+    let review = pod_review(
+        "demo-0003",
+        Some(("payments-scorer-5f6d7c8b9", &rs_uid)),
+        "payments-api",
+        annotations,
+    );
+    let (_, response) = webhook.mutate(&review).await;
+    if response["allowed"] != true {
+        return Err(format!(
+            "the payments-scorer pod was denied: {}",
+            response["status"]["message"]
+        ));
+    }
+    let patch = decoded_patch(&response).ok_or("no patch in the response")?;
+    println!("    allowed: true; JSONPatch:");
+    for line in serde_json::to_string_pretty(&patch).unwrap().lines() {
+        println!("      {line}");
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), "payments");
+    for name in ["payments-scorer-db", "payments-scorer-fraud-feed"] {
+        let secret = secrets.get(name).await.map_err(|e| e.to_string())?;
+        let keys: Vec<String> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k} <redacted, {} bytes>", v.0.len()))
+            .collect();
+        println!("    secret/{name}: {}", keys.join(", "));
+    }
+    for t in &standin.token_requests()[tokens_before..] {
+        println!(
+            "    TokenRequest for {}/{} audience {:?}",
+            t.namespace, t.service_account, t.audiences
+        );
+    }
+    let metrics = webhook.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("secret_injector_backend_requests_total{provider=\"aws\""))
+    {
+        println!("    {line}");
+    }
+    Ok(moto)
 }

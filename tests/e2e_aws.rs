@@ -87,7 +87,17 @@ fn assert_clean_log(webhook: &Webhook) {
         let end = logs[at..].find('\n').map_or(logs.len(), |i| at + i);
         panic!("an access key id reached the log: {}", &logs[start..end]);
     }
-    assert!(!logs.contains("FQoGZXIvYXdz"), "a session token reached the log");
+    assert!(
+        !logs.contains("FQoGZXIvYXdz"),
+        "a session token reached the log"
+    );
+    // The SDK's own tracing (runtime components, signed requests) never reaches the log.
+    let sdk_lines: Vec<&str> = logs.lines().filter(|l| l.contains("aws_smithy")).collect();
+    assert!(
+        sdk_lines.is_empty(),
+        "AWS SDK tracing reached the log:\n{}",
+        sdk_lines.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -121,7 +131,10 @@ async fn irsa_pod_gets_aws_values_as_its_own_service_account() {
     assert_eq!(data.len(), 2);
     assert_eq!(data["FEED_API_KEY"], AWS_FEED_KEY);
     assert_eq!(data["FEED_ENDPOINT"], AWS_FEED_ENDPOINT);
-    assert_eq!(secret["metadata"]["annotations"]["secret-injector.io/service-account"], SA);
+    assert_eq!(
+        secret["metadata"]["annotations"]["secret-injector.io/service-account"],
+        SA
+    );
 
     // Exactly one TokenRequest: for the pod's own ServiceAccount, audience sts.amazonaws.com.
     let requests = rig.standin.token_requests();
@@ -139,9 +152,17 @@ async fn irsa_pod_gets_aws_values_as_its_own_service_account() {
     assert_eq!(rig.standin.count("get", "serviceaccounts"), 1);
 
     let metrics = webhook.metrics().await;
-    assert_eq!(metric(&metrics, "assume_role_with_web_identity", "ok"), 1, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "assume_role_with_web_identity", "ok"),
+        1,
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "get_secret_value", "ok"), 1, "{metrics}");
-    assert_eq!(metric(&metrics, "batch_get_secret_value", "ok"), 0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "batch_get_secret_value", "ok"),
+        0,
+        "{metrics}"
+    );
 
     // Another workload of the same ServiceAccount: the cached credentials serve it (no new
     // TokenRequest, no new AssumeRoleWithWebIdentity) …
@@ -158,9 +179,17 @@ async fn irsa_pod_gets_aws_values_as_its_own_service_account() {
     assert_eq!(second["allowed"], true, "{second}");
     assert_eq!(rig.standin.token_requests().len(), 1);
     let metrics = webhook.metrics().await;
-    assert_eq!(metric(&metrics, "assume_role_with_web_identity", "ok"), 1, "{metrics}");
     assert_eq!(
-        secret_data(&rig.standin.object("secrets", Some(NS), "ledger-injected").unwrap())["LEDGER_TOKEN"],
+        metric(&metrics, "assume_role_with_web_identity", "ok"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        secret_data(
+            &rig.standin
+                .object("secrets", Some(NS), "ledger-injected")
+                .unwrap()
+        )["LEDGER_TOKEN"],
         LEDGER_TOKEN
     );
 
@@ -182,11 +211,19 @@ async fn irsa_pod_gets_aws_values_as_its_own_service_account() {
     assert_eq!(requests[1].service_account, "fraud-worker");
     assert_eq!(requests[1].audiences, vec!["sts.amazonaws.com".to_string()]);
     let metrics = webhook.metrics().await;
-    assert_eq!(metric(&metrics, "assume_role_with_web_identity", "ok"), 2, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "assume_role_with_web_identity", "ok"),
+        2,
+        "{metrics}"
+    );
 
     assert_no_leak("response", &body, &SENTINELS);
     assert_no_leak("patch", &patch, &SENTINELS);
-    assert_no_leak("secret annotations", &secret["metadata"].to_string(), &SENTINELS);
+    assert_no_leak(
+        "secret annotations",
+        &secret["metadata"].to_string(),
+        &SENTINELS,
+    );
     assert_clean_log(&webhook);
 }
 
@@ -221,7 +258,11 @@ async fn payments_scenario_draws_vault_and_aws_into_one_deployment() {
         .await;
     assert_eq!(response["allowed"], true, "{body}");
 
-    let db = secret_data(&rig.standin.object("secrets", Some(NS), "payments-db").unwrap());
+    let db = secret_data(
+        &rig.standin
+            .object("secrets", Some(NS), "payments-db")
+            .unwrap(),
+    );
     assert_eq!(db.len(), 2);
     assert_eq!(db["DB_USERNAME"], DB_USERNAME);
     assert_eq!(db["DB_PASSWORD"], DB_PASSWORD);
@@ -282,7 +323,12 @@ async fn secrets_from_one_aws_store_are_read_with_one_batch_call() {
         "secret-injector.io/file.ledger.der": "payments/ledger-cert"
     });
     let (body, response) = webhook
-        .mutate(&pod_review("uid-batch", Some((REPLICASET, &rs_uid)), SA, annotations))
+        .mutate(&pod_review(
+            "uid-batch",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            annotations,
+        ))
         .await;
     assert_eq!(response["allowed"], true, "{body}");
     let secret = rig
@@ -296,10 +342,22 @@ async fn secrets_from_one_aws_store_are_read_with_one_batch_call() {
 
     // Three secrets, one HTTP call to Secrets Manager.
     let metrics = webhook.metrics().await;
-    assert_eq!(metric(&metrics, "batch_get_secret_value", "ok"), 1, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "batch_get_secret_value", "ok"),
+        1,
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "get_secret_value", "ok"), 0, "{metrics}");
-    assert_eq!(metric(&metrics, "get_secret_value", "error"), 0, "{metrics}");
-    assert_eq!(metric(&metrics, "assume_role_with_web_identity", "ok"), 1, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "get_secret_value", "error"),
+        0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "assume_role_with_web_identity", "ok"),
+        1,
+        "{metrics}"
+    );
     assert_no_leak("response", &body, &SENTINELS);
     assert_clean_log(&webhook);
 }
@@ -385,7 +443,11 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
             "malformed role annotation",
             "typo",
             short(&[("env.FEED_API_KEY", "payments/fraud-feed#api_key")]),
-            vec!["eks.amazonaws.com/role-arn", "not an IAM role ARN", "fix the annotation"],
+            vec![
+                "eks.amazonaws.com/role-arn",
+                "not an IAM role ARN",
+                "fix the annotation",
+            ],
             false,
         ),
         (
@@ -399,7 +461,12 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
             "unknown secret",
             SA,
             short(&[("env.MISSING", "payments/missing")]),
-            vec!["SecretStore aws-sm", "payments/missing", "not found", "ResourceNotFoundException"],
+            vec![
+                "SecretStore aws-sm",
+                "payments/missing",
+                "not found",
+                "ResourceNotFoundException",
+            ],
             true,
         ),
         (
@@ -416,14 +483,23 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
             "property on a non-JSON secret",
             SA,
             short(&[("env.LEDGER", "payments/ledger-token#token")]),
-            vec!["SecretStore aws-sm", "payments/ledger-token", "not a JSON object", "\"token\""],
+            vec![
+                "SecretStore aws-sm",
+                "payments/ledger-token",
+                "not a JSON object",
+                "\"token\"",
+            ],
             true,
         ),
         (
             "missing property",
             SA,
             short(&[("env.FEED", "payments/fraud-feed#apikey")]),
-            vec!["payments/fraud-feed", "property \"apikey\" is missing", "api_key, endpoint"],
+            vec![
+                "payments/fraud-feed",
+                "property \"apikey\" is missing",
+                "api_key, endpoint",
+            ],
             true,
         ),
         (
@@ -450,17 +526,29 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
         rig.standin.clear_token_records();
         let uid = format!("uid-aws-bad-{i}");
         let (body, response) = webhook
-            .mutate(&pod_review(&uid, Some((REPLICASET, &rs_uid)), sa, annotations))
+            .mutate(&pod_review(
+                &uid,
+                Some((REPLICASET, &rs_uid)),
+                sa,
+                annotations,
+            ))
             .await;
         assert_eq!(response["uid"], uid.as_str(), "{name}");
         assert_eq!(response["allowed"], false, "{name}: {body}");
         let message = response["status"]["message"].as_str().unwrap();
         eprintln!("{name}: {message}");
         for f in &fragments {
-            assert!(message.contains(f), "{name}: {message:?} should contain {f:?}");
+            assert!(
+                message.contains(f),
+                "{name}: {message:?} should contain {f:?}"
+            );
         }
         assert!(response.get("patch").is_none(), "{name}");
-        assert_eq!(rig.standin.writes("secrets"), 0, "{name}: nothing may be written");
+        assert_eq!(
+            rig.standin.writes("secrets"),
+            0,
+            "{name}: nothing may be written"
+        );
         if !may_mint {
             assert!(
                 rig.standin.token_requests().is_empty(),

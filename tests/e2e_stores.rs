@@ -199,14 +199,6 @@ fn ready(
     ))
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_leader_keeps_store_status_current() {
     let mut rig = Rig::start().await;

@@ -2,28 +2,23 @@
 //! Secret → patch. Values are fetched for every item before anything is written, so a failure
 //! leaves nothing half-done.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use time::OffsetDateTime;
 
-use super::error::{FetchFailure, InjectError};
+use super::error::InjectError;
 use super::Injector;
+use crate::fetch;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Target};
 use crate::patch::{self, PodPatch};
-use crate::provider::{self, RemoteKey, RemoteSecret};
-use crate::redact::SecretBytes;
-use crate::spec::{self, ParseContext, SecretItem};
+use crate::spec::{self, ParseContext};
 use crate::store::{self, ResolvedStore};
 use crate::workload;
-
-/// Kubernetes refuses Secrets larger than this.
-const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
 /// What the pipeline is doing, for the deadline message.
 #[derive(Clone, Copy)]
@@ -179,12 +174,16 @@ async fn pipeline(
         .filter(|(_, e)| !matches!(e, Existing::Ours { current: true, .. }))
         .map(|(i, _)| i)
         .collect();
-    let fetched = try_join_all(to_fetch.iter().map(|&i| {
-        fetch_item(
+    let sources: Vec<_> = to_fetch.iter().map(|&i| spec.items[i].source()).collect();
+    let fetched = try_join_all(to_fetch.iter().zip(&sources).map(|(&i, source)| {
+        let item = &spec.items[i];
+        fetch::fetch_source(
             injector,
             &identity,
-            &stores[&spec.items[i].store],
-            &spec.items[i],
+            &stores[&item.store],
+            source,
+            &item.origin,
+            true,
         )
     }))
     .await?;
@@ -204,96 +203,4 @@ async fn pipeline(
         .await?;
     }
     Ok(Some(Mutation { patch, secrets }))
-}
-
-/// Read everything one item needs and assemble its Secret data.
-async fn fetch_item(
-    injector: &Injector,
-    identity: &PodIdentity,
-    store: &ResolvedStore,
-    item: &SecretItem,
-) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
-    let keys: Vec<RemoteKey> = item
-        .data
-        .iter()
-        .map(|d| RemoteKey::from(&d.remote_ref))
-        .chain(item.extract.iter().map(RemoteKey::from))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let provider = injector.provider_for(store);
-    let documents: Arc<Vec<RemoteSecret>> = injector
-        .fetch_cache
-        .fetch(provider.as_ref(), identity, store, &keys)
-        .await
-        .map_err(|e| {
-            InjectError::Fetch(Box::new(FetchFailure {
-                store: store.reference.clone(),
-                keys: match e.key {
-                    Some(k) => k,
-                    None => keys
-                        .iter()
-                        .map(|k| k.key.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                },
-                identity: identity.clone(),
-                error: e.error,
-            }))
-        })?;
-    let by_key: BTreeMap<&RemoteKey, &RemoteSecret> = keys.iter().zip(documents.iter()).collect();
-    assemble(store, item, &by_key)
-}
-
-fn assemble(
-    store: &ResolvedStore,
-    item: &SecretItem,
-    documents: &BTreeMap<&RemoteKey, &RemoteSecret>,
-) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
-    let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
-    let mut produced_by: BTreeMap<String, String> = BTreeMap::new();
-    let mut insert = |key: String, value: SecretBytes, source: String| -> Result<(), InjectError> {
-        if let Some(first) = produced_by.get(&key) {
-            return Err(InjectError::DuplicateKey {
-                origin: item.origin.clone(),
-                key,
-                first: first.clone(),
-                second: source,
-            });
-        }
-        produced_by.insert(key.clone(), source);
-        data.insert(key, value);
-        Ok(())
-    };
-    for d in &item.data {
-        let doc = documents[&RemoteKey::from(&d.remote_ref)];
-        let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| {
-            InjectError::Select {
-                context: format!(
-                    "{}: {} (for {})",
-                    store.reference, d.remote_ref.key, d.secret_key
-                ),
-                error,
-            }
-        })?;
-        insert(d.secret_key.clone(), value, format!("{}", d.remote_ref))?;
-    }
-    for r in &item.extract {
-        let doc = documents[&RemoteKey::from(r)];
-        let fields = provider::extract(doc).map_err(|error| InjectError::Select {
-            context: format!("{}: {} (for extract)", store.reference, r.key),
-            error,
-        })?;
-        for (k, v) in fields {
-            insert(k, v, format!("extract of {}", r.key))?;
-        }
-    }
-    let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if bytes > MAX_SECRET_BYTES {
-        return Err(InjectError::TooLarge {
-            origin: item.origin.clone(),
-            bytes,
-        });
-    }
-    Ok(data)
 }

@@ -11,6 +11,11 @@
 //! before they expire, single-flight. Reads use `GetSecretValue`, or one `BatchGetSecretValue`
 //! per 20 secrets when a fetch needs two or more unversioned secrets. Every HTTP attempt is
 //! counted in `secret_injector_backend_requests_total{provider="aws",operation=…,result=…}`.
+//!
+//! The SDK's own tracing is switched off around every call and client construction, whatever
+//! the log filter says (and `init_tracing` silences the SDK's targets too): at debug/trace
+//! level it prints its runtime components and signed requests, which carry the temporary
+//! access key id and session token.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +38,8 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 use moka::future::Cache;
+use tracing::instrument::WithSubscriber;
+use tracing::subscriber::NoSubscriber;
 
 use super::{KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
 use crate::identity::{PodIdentity, TokenIssuer};
@@ -201,7 +208,7 @@ impl AwsProvider {
         }
         // No credentials provider: AssumeRoleWithWebIdentity is an unsigned call, and nothing
         // here may fall back to the webhook's own identity.
-        let sts = aws_sdk_sts::Client::from_conf(sts.build());
+        let sts = quietly(|| aws_sdk_sts::Client::from_conf(sts.build()));
         let result = sts
             .assume_role_with_web_identity()
             .role_arn(role)
@@ -209,6 +216,7 @@ impl AwsProvider {
             .web_identity_token(jwt.expose())
             .duration_seconds(SESSION_DURATION.as_secs() as i32)
             .send()
+            .with_subscriber(NoSubscriber::default())
             .await;
         drop(jwt);
         let output = result.map_err(|e| {
@@ -271,7 +279,10 @@ impl AwsProvider {
                 .session(identity, config, &role)
                 .await
                 .map_err(|error| KeyedError { key: None, error })?;
-            match read_all(&session.client, keys).await {
+            let result = read_all(&session.client, keys)
+                .with_subscriber(NoSubscriber::default())
+                .await;
+            match result {
                 Ok(values) => return Ok(values),
                 // Credentials rejected as such (expired, revoked session): assume the role
                 // again once before giving up.
@@ -331,7 +342,12 @@ fn secrets_manager_client(
     if let Some(endpoint) = &config.endpoint {
         sm = sm.endpoint_url(endpoint.as_str().trim_end_matches('/'));
     }
-    aws_sdk_secretsmanager::Client::from_conf(sm.build())
+    quietly(|| aws_sdk_secretsmanager::Client::from_conf(sm.build()))
+}
+
+/// Run `f` with tracing off (the SDK logs while building clients, too).
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    tracing::subscriber::with_default(NoSubscriber::default(), f)
 }
 
 fn session_key(identity: &PodIdentity, config: &AwsConfig, role: &str) -> SessionKey {
@@ -385,8 +401,15 @@ async fn read_all(
         for (chunk, answer) in unversioned.chunks(BATCH_LIMIT).zip(chunks) {
             match answer {
                 Ok(found) => batched.extend(found),
-                // The whole call failed (denied, throttled, unreachable): it concerns every
-                // key of the chunk; report it on the first.
+                // The call itself was refused: most likely the role lacks
+                // secretsmanager:BatchGetSecretValue (or a VPC endpoint policy denies one
+                // secret). GetSecretValue on each key then works, or names the key at fault.
+                Err(Failure {
+                    error: ProviderError::PermissionDenied { .. },
+                    stale_credentials: false,
+                }) => {}
+                // Throttled, unreachable, stale credentials: it concerns every key of the
+                // chunk; report it on the first.
                 Err(failure) => return Err((chunk[0].to_string(), failure)),
             }
         }
@@ -1190,6 +1213,37 @@ mod tests {
             .calls()
             .iter()
             .all(|c| c == "secretsmanager.BatchGetSecretValue"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_call_falls_back_to_one_read_per_key() {
+        let fake = FakeSecretsManager::start(vec![
+            (
+                400,
+                r#"{"__type":"AccessDeniedException","message":"not authorized to perform: secretsmanager:BatchGetSecretValue"}"#,
+            ),
+            (200, r#"{"Name":"a","SecretString":"one"}"#),
+        ])
+        .await;
+        let metrics = Metrics::new();
+        let values = read_all(&fake.client(&metrics), &[key("a"), key("b")])
+            .await
+            .unwrap();
+        assert_eq!(values.len(), 2);
+        let calls = fake.calls();
+        assert_eq!(
+            calls,
+            [
+                "secretsmanager.BatchGetSecretValue",
+                "secretsmanager.GetSecretValue",
+                "secretsmanager.GetSecretValue"
+            ]
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"operation="batch_get_secret_value",result="error"} 1"#),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -68,7 +68,11 @@ impl Moto {
             match moto.wait_ready().await {
                 Ok(()) => return moto,
                 Err(reason) => {
-                    last = format!("moto_server ({}) did not start: {reason}\n{}", bin.display(), moto.logs());
+                    last = format!(
+                        "moto_server ({}) did not start: {reason}\n{}",
+                        bin.display(),
+                        moto.logs()
+                    );
                     if let Some(mut c) = moto.child.take() {
                         let _ = c.kill().await;
                     }

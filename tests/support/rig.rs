@@ -139,7 +139,8 @@ impl Rig {
     /// A SecretStore for AWS Secrets Manager in [`AWS_REGION`] at `endpoint` (a moto URL);
     /// `role` sets `spec.provider.aws.role`.
     pub fn seed_aws_store(&self, name: &str, endpoint: &str, role: Option<&str>) {
-        let mut aws = json!({"service": "SecretsManager", "region": AWS_REGION, "endpoint": endpoint});
+        let mut aws =
+            json!({"service": "SecretsManager", "region": AWS_REGION, "endpoint": endpoint});
         if let Some(role) = role {
             aws["role"] = json!(role);
         }
@@ -264,5 +265,17 @@ pub fn assert_no_leak(what: &str, text: &str, sentinels: &[&str]) {
         for f in forms {
             assert!(!text.contains(&f), "{what} leaks a secret value ({f:?})");
         }
+    }
+}
+
+/// Poll `check` every 100 ms until it holds; fail the test after `timeout`.
+pub async fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -62,13 +62,11 @@ impl Webhook {
             .arg("--hmac-key-file")
             .arg(dir.path().join("hmac.key"))
             // Tests' backends live on loopback; a test that needs a stricter list passes its own.
-            .args(
-                if extra_args.contains(&"--allowed-vault-servers") {
-                    vec![]
-                } else {
-                    vec!["--allowed-vault-servers", "http://127.0.0.1:*"]
-                },
-            )
+            .args(if extra_args.contains(&"--allowed-vault-servers") {
+                vec![]
+            } else {
+                vec!["--allowed-vault-servers", "http://127.0.0.1:*"]
+            })
             .args(extra_args)
             .env("KUBECONFIG", &kubeconfig)
             // Most verbose level: a leak at any level must show up in the sentinel scans.

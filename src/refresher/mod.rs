@@ -1,0 +1,520 @@
+//! The refresher: keeps every managed Secret current on its workload's refreshInterval and
+//! rolls the workload when a value changes. Runs on the Lease holder only.
+//!
+//! Its work list is the managed Secrets themselves (label
+//! `app.kubernetes.io/managed-by=secret-injector`), watched metadata-only: the annotations
+//! record the source, ServiceAccount, interval and owner, and the keyed digest says whether a
+//! fetched value differs — so no Secret data is held in memory and nothing polls the API.
+
+pub mod refresh;
+pub mod rollout;
+pub mod schedule;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{watcher as watch_objects, WatchStreamExt};
+use kube::{Api, Resource};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::admission::Injector;
+use crate::managed::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::spec::{Rollout, ANN_FORCE_SYNC};
+use refresh::{Outcome, Tracked};
+use rollout::{Pending, WorkloadKey};
+use schedule::DueQueue;
+
+#[derive(Clone, Debug)]
+pub struct RefresherConfig {
+    /// Refreshes in flight at once.
+    pub concurrency: usize,
+    /// Changes to a workload's Secrets within this window cause one rollout.
+    pub rollout_debounce: Duration,
+    /// A bare pod's Secret is kept this long after its pod is gone (pods being created).
+    pub orphan_grace: Duration,
+    /// This replica's name in Events.
+    pub identity: String,
+}
+
+type Key = (String, String);
+
+struct Entry {
+    tracked: Tracked,
+    failures: u32,
+    running: bool,
+}
+
+fn key_of(t: &Tracked) -> Key {
+    (t.namespace.clone(), t.name.clone())
+}
+
+fn owner_of(t: &Tracked) -> WorkloadKey {
+    WorkloadKey {
+        namespace: t.namespace.clone(),
+        kind: t.owner_kind.clone(),
+        name: t.owner_name.clone(),
+    }
+}
+
+/// Run whenever this replica leads, until shutdown.
+pub async fn run(
+    injector: Arc<Injector>,
+    config: RefresherConfig,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                r = leading.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+        info!("leading: refresher started");
+        tokio::select! {
+            _ = Refresher::new(injector.clone(), config.clone()).run() => {}
+            _ = async { while *leading.borrow_and_update() { if leading.changed().await.is_err() { break } } } => {
+                info!("no longer leading: refresher stopped");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+enum WorkloadEvent {
+    Seen {
+        key: WorkloadKey,
+        force_sync: Option<String>,
+        initial: bool,
+    },
+}
+
+struct Refresher {
+    injector: Arc<Injector>,
+    config: RefresherConfig,
+    recorder: Recorder,
+    entries: HashMap<Key, Entry>,
+    queue: DueQueue<Key>,
+    pending: Pending,
+    /// Last seen `force-sync` annotation per workload.
+    workload_force_sync: HashMap<WorkloadKey, Option<String>>,
+    /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
+    relisting: Option<HashSet<Key>>,
+    rng: rand::rngs::StdRng,
+    semaphore: Arc<Semaphore>,
+    results_tx: mpsc::UnboundedSender<(Key, Outcome)>,
+    results_rx: mpsc::UnboundedReceiver<(Key, Outcome)>,
+}
+
+impl Refresher {
+    fn new(injector: Arc<Injector>, config: RefresherConfig) -> Self {
+        let recorder = Recorder::new(
+            injector.client.clone(),
+            Reporter {
+                controller: "secret-injector".into(),
+                instance: Some(config.identity.clone()),
+            },
+        );
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        Self {
+            semaphore: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            injector,
+            config,
+            recorder,
+            entries: HashMap::new(),
+            queue: DueQueue::default(),
+            pending: Pending::default(),
+            workload_force_sync: HashMap::new(),
+            relisting: None,
+            rng: rand::rngs::StdRng::from_os_rng(),
+            results_tx,
+            results_rx,
+        }
+    }
+
+    async fn run(mut self) {
+        let client = self.injector.client.clone();
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+        // Metadata only: the refresher never holds Secret data in memory.
+        let mut secrets = watch_objects(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .default_backoff()
+        .boxed();
+        let mut workloads = stream::select_all([
+            workload_stream::<Deployment>(Api::all(client.clone())),
+            workload_stream::<StatefulSet>(Api::all(client.clone())),
+            workload_stream::<DaemonSet>(Api::all(client)),
+        ]);
+        loop {
+            let next = [self.queue.next_due(), self.pending.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep_until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                event = secrets.next() => match event {
+                    Some(Ok(e)) => self.on_secret_event(e),
+                    Some(Err(e)) => warn!(error = %e, "managed Secret watch error; retrying"),
+                    None => return,
+                },
+                Some(event) = workloads.next() => self.on_workload_event(event),
+                Some((key, outcome)) = self.results_rx.recv() => self.on_outcome(key, outcome).await,
+                _ = tokio::time::sleep_until(sleep_until) => {
+                    self.start_due_refreshes();
+                    self.fire_due_rollouts().await;
+                }
+            }
+            self.injector.metrics.managed_secrets(self.entries.len());
+        }
+    }
+
+    fn on_secret_event(&mut self, event: Event<PartialObjectMeta<Secret>>) {
+        match event {
+            Event::Init => self.relisting = Some(HashSet::new()),
+            Event::InitApply(obj) => {
+                if let Some(seen) = self.relisting.as_mut() {
+                    seen.insert((
+                        obj.metadata.namespace.clone().unwrap_or_default(),
+                        obj.metadata.name.clone().unwrap_or_default(),
+                    ));
+                }
+                self.upsert(&obj);
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relisting.take() {
+                    let gone: Vec<Key> = self
+                        .entries
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        self.forget(&k);
+                    }
+                }
+            }
+            Event::Apply(obj) => self.upsert(&obj),
+            Event::Delete(obj) => {
+                let key = (
+                    obj.metadata.namespace.clone().unwrap_or_default(),
+                    obj.metadata.name.clone().unwrap_or_default(),
+                );
+                self.forget(&key);
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &Key) {
+        self.entries.remove(key);
+        self.queue.remove(key);
+    }
+
+    fn upsert(&mut self, obj: &PartialObjectMeta<Secret>) {
+        let tracked = match Tracked::from_meta(&obj.metadata) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(namespace = obj.metadata.namespace.as_deref().unwrap_or(""), name = obj.metadata.name.as_deref().unwrap_or(""), error = %e, "managed Secret has unusable annotations; not refreshed");
+                let key = (
+                    obj.metadata.namespace.clone().unwrap_or_default(),
+                    obj.metadata.name.clone().unwrap_or_default(),
+                );
+                self.forget(&key);
+                return;
+            }
+        };
+        let key = key_of(&tracked);
+        let now = Instant::now();
+        match self.entries.get_mut(&key) {
+            Some(entry) => {
+                let forced =
+                    tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
+                let interval_changed = tracked.interval != entry.tracked.interval;
+                entry.tracked = tracked.clone();
+                if entry.running {
+                    return;
+                }
+                if tracked.interval.is_zero() {
+                    if forced {
+                        self.queue.schedule(key, now);
+                    } else {
+                        self.queue.remove(&key);
+                    }
+                } else if forced {
+                    debug!(namespace = %key.0, name = %key.1, "force-sync requested on the Secret");
+                    self.queue.schedule(key, now);
+                } else if interval_changed || !self.queue.is_scheduled(&key) {
+                    let delay = schedule::first_delay(tracked.interval, &mut self.rng);
+                    self.queue.schedule(key, now + delay);
+                }
+            }
+            None => {
+                // refreshInterval 0 means "fetch once": never scheduled (force-sync still works).
+                if !tracked.interval.is_zero() {
+                    let delay = schedule::first_delay(tracked.interval, &mut self.rng);
+                    self.queue.schedule(key.clone(), now + delay);
+                }
+                self.entries.insert(
+                    key,
+                    Entry {
+                        tracked,
+                        failures: 0,
+                        running: false,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_workload_event(&mut self, event: WorkloadEvent) {
+        let WorkloadEvent::Seen {
+            key,
+            force_sync,
+            initial,
+        } = event;
+        let previous = self
+            .workload_force_sync
+            .insert(key.clone(), force_sync.clone());
+        let changed = match previous {
+            Some(prev) => prev != force_sync && force_sync.is_some(),
+            // First sight: only a change we witnessed counts, not a value set long ago.
+            None => false,
+        };
+        if !changed || initial {
+            return;
+        }
+        info!(namespace = %key.namespace, kind = %key.kind, name = %key.name, "force-sync requested on the workload");
+        let now = Instant::now();
+        let due: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.running && owner_of(&e.tracked) == key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.queue.schedule(k, now);
+        }
+    }
+
+    fn start_due_refreshes(&mut self) {
+        let now = Instant::now();
+        for (key, due) in self.queue.pop_due(now) {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if entry.running {
+                continue;
+            }
+            entry.running = true;
+            self.injector
+                .metrics
+                .refresh_lag(now.saturating_duration_since(due).as_secs_f64());
+            let tracked = entry.tracked.clone();
+            let injector = self.injector.clone();
+            let semaphore = self.semaphore.clone();
+            let tx = self.results_tx.clone();
+            let grace = self.config.orphan_grace;
+            tokio::spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                let outcome = refresh::refresh(&injector, &tracked, grace).await;
+                let _ = tx.send((key, outcome));
+            });
+        }
+    }
+
+    async fn on_outcome(&mut self, key: Key, outcome: Outcome) {
+        let now = Instant::now();
+        self.injector.metrics.refresh(match &outcome {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Updated(_) => "updated",
+            Outcome::Orphaned => "orphaned",
+            Outcome::Failed(_) => "error",
+        });
+        // The watch may already have reported the Secret gone (e.g. the orphan we deleted).
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.running = false;
+        let interval = entry.tracked.interval;
+        let tracked = entry.tracked.clone();
+        match outcome {
+            Outcome::Unchanged => {
+                entry.failures = 0;
+            }
+            Outcome::Updated(resource_version) => {
+                entry.failures = 0;
+                // Our own write: the next refresh is fenced on the version we produced.
+                entry.tracked.resource_version = resource_version;
+                self.on_changed(&tracked).await;
+            }
+            Outcome::Orphaned => {
+                info!(namespace = %key.0, name = %key.1, owner = %format!("{}/{}", tracked.owner_kind, tracked.owner_name), "owner gone: managed Secret deleted");
+                self.forget(&key);
+                return;
+            }
+            Outcome::Failed(message) => {
+                entry.failures += 1;
+                let failures = entry.failures;
+                let delay = schedule::backoff_delay(
+                    interval.max(Duration::from_secs(1)),
+                    failures,
+                    &mut self.rng,
+                );
+                warn!(namespace = %key.0, name = %key.1, failures, retry_in_s = delay.as_secs_f32(), error = %message, "refresh failed; the Secret keeps its last good value");
+                self.queue.schedule(key.clone(), now + delay);
+                rollout::event(
+                    &self.recorder,
+                    &owner_of(&tracked),
+                    EventType::Warning,
+                    "RefreshFailed",
+                    "Refresh",
+                    format!(
+                        "refreshing Secret {} failed (attempt {failures}, next in {}s); it keeps its last good value: {message}",
+                        tracked.name,
+                        delay.as_secs()
+                    ),
+                )
+                .await;
+                return;
+            }
+        }
+        let forced_only = interval.is_zero();
+        if !forced_only {
+            let delay = schedule::next_delay(interval, &mut self.rng);
+            self.queue.schedule(key, now + delay);
+        }
+    }
+
+    /// A Secret's values changed: roll its workload once per debounce window, and check its
+    /// sibling Secrets right away so changes made together roll together.
+    async fn on_changed(&mut self, tracked: &Tracked) {
+        let owner = owner_of(tracked);
+        if tracked.rollout == Rollout::Restart && owner.rollable() {
+            if self
+                .pending
+                .note(owner.clone(), &tracked.name, self.config.rollout_debounce)
+            {
+                let now = Instant::now();
+                let siblings: Vec<Key> = self
+                    .entries
+                    .iter()
+                    .filter(|(k, e)| {
+                        !e.running && owner_of(&e.tracked) == owner && k.1 != tracked.name
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in siblings {
+                    self.queue.schedule(k, now);
+                }
+            }
+        } else {
+            let why = if tracked.rollout == Rollout::None {
+                "rollout: none".to_string()
+            } else {
+                format!("a {} is not rolled", tracked.owner_kind)
+            };
+            rollout::event(
+                &self.recorder,
+                &owner,
+                EventType::Normal,
+                "SecretUpdated",
+                "Refresh",
+                format!(
+                    "managed Secret {} has new values; {why}, so running pods keep the old values until they restart",
+                    tracked.name
+                ),
+            )
+            .await;
+        }
+    }
+
+    async fn fire_due_rollouts(&mut self) {
+        for (workload, secrets) in self.pending.take_due(Instant::now()) {
+            let names: Vec<String> = secrets.into_iter().collect();
+            match rollout::roll(&self.injector.client, &workload, &self.injector.metrics).await {
+                Ok(()) => {
+                    rollout::event(
+                        &self.recorder,
+                        &workload,
+                        EventType::Normal,
+                        "RolledOut",
+                        "Rollout",
+                        format!(
+                            "restarted because managed Secret(s) {} changed",
+                            names.join(", ")
+                        ),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    warn!(namespace = %workload.namespace, kind = %workload.kind, name = %workload.name, error = %e, "rollout failed");
+                    rollout::event(
+                        &self.recorder,
+                        &workload,
+                        EventType::Warning,
+                        "RolloutFailed",
+                        "Rollout",
+                        format!(
+                            "could not restart after Secret(s) {} changed: {e}",
+                            names.join(", ")
+                        ),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+/// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
+fn workload_stream<K>(
+    api: Api<PartialObjectMeta<K>>,
+) -> futures::stream::BoxStream<'static, WorkloadEvent>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    watch_objects(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let kind = kind.clone();
+            async move {
+                let (obj, initial) = match event {
+                    Ok(Event::Apply(o)) => (o, false),
+                    Ok(Event::InitApply(o)) => (o, true),
+                    _ => return None,
+                };
+                let meta = &obj.metadata;
+                Some(WorkloadEvent::Seen {
+                    key: WorkloadKey {
+                        namespace: meta.namespace.clone().unwrap_or_default(),
+                        kind,
+                        name: meta.name.clone().unwrap_or_default(),
+                    },
+                    force_sync: meta
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ANN_FORCE_SYNC).cloned()),
+                    initial,
+                })
+            }
+        })
+        .boxed()
+}
