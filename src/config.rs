@@ -125,16 +125,20 @@ pub struct CertsArgs {
     )]
     pub service: String,
     /// Extra DNS names for the serving certificate.
-    #[arg(long = "dns")]
+    #[arg(long = "dns", env = "SECRET_INJECTOR_CERTS_DNS", value_delimiter = ',')]
     pub extra_dns: Vec<String>,
     /// IP addresses for the serving certificate (e.g. 127.0.0.1 for local tests).
-    #[arg(long = "ip")]
+    #[arg(long = "ip", env = "SECRET_INJECTOR_CERTS_IP", value_delimiter = ',')]
     pub ips: Vec<std::net::IpAddr>,
     /// Webhook configuration files whose caBundle fields are rewritten.
-    #[arg(long = "webhook-config")]
+    #[arg(
+        long = "webhook-config",
+        env = "SECRET_INJECTOR_CERTS_WEBHOOK_CONFIG",
+        value_delimiter = ','
+    )]
     pub webhook_configs: Vec<PathBuf>,
     /// Validity of the serving certificate in days (the CA lives twice as long).
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, env = "SECRET_INJECTOR_CERTS_DAYS", default_value_t = 365)]
     pub days: u32,
 }
 

@@ -36,6 +36,26 @@ use crate::metrics::Metrics;
 use crate::redact::SecretBytes;
 use crate::store::EndpointPolicy;
 
+/// A Kubernetes API error as a user should read it: the API server's message and code, not
+/// a debug dump of the Status object.
+pub fn api_error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                "no message"
+            } else {
+                status.message.as_str()
+            };
+            if status.reason.is_empty() {
+                format!("{message} (HTTP {})", status.code)
+            } else {
+                format!("{message} (HTTP {} {})", status.code, status.reason)
+            }
+        }
+        other => redact::scrub(&other.to_string()),
+    }
+}
+
 /// Install the tracing subscriber. Backend client libraries are silenced whatever the user's
 /// filter says: their debug output can include request bodies.
 pub fn init_tracing(format: LogFormat, filter: &str) {

@@ -106,7 +106,7 @@ pub enum ManagedError {
         existing: String,
         requested: String,
     },
-    #[error("writing Secret {name} failed: {source}")]
+    #[error("reading or writing Secret {name} failed: {}", crate::api_error_message(.source))]
     Api {
         name: String,
         #[source]

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use crate::managed::Owner;
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading the pod's owner {kind} {name} failed: {source}")]
+#[error("reading the pod's owner {kind} {name} failed: {}", crate::api_error_message(.source))]
 pub struct WorkloadError {
     pub kind: String,
     pub name: String,

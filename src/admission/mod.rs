@@ -211,7 +211,12 @@ async fn answer(
             if !m.patch.warnings.is_empty() {
                 response.warnings = Some(m.patch.warnings.clone());
             }
-            info!(secrets = %m.secrets.join(","), operations = m.patch.ops.len(), "pod injected");
+            info!(
+                secrets = %m.secrets.join(","),
+                operations = m.patch.ops.len(),
+                warnings = %m.patch.warnings.join("; "),
+                "pod injected"
+            );
             if m.patch.ops.is_empty() {
                 return response;
             }

@@ -3,6 +3,7 @@
 //! backend behaves the same way.
 
 pub mod aws;
+pub mod net;
 pub mod vault;
 
 use std::collections::BTreeMap;

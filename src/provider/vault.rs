@@ -18,8 +18,9 @@ use crate::metrics::Metrics;
 use crate::redact::scrub;
 use crate::store::{KvVersion, ProviderConfig, ResolvedStore, VaultAuthMethod, VaultConfig};
 
-/// Per-request timeout towards Vault; the admission deadline bounds the total.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// Per-request timeout towards Vault: a login plus a read (6s) fit in the default 8s
+/// admission deadline, so a slow Vault gets a precise error rather than a deadline denial.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Never keep a Vault token longer than this, whatever its lease says.
 const MAX_SESSION: Duration = Duration::from_secs(15 * 60);
 
@@ -369,41 +370,7 @@ impl SecretProvider for VaultProvider {
 }
 
 fn build_http_client(ca: Option<&[u8]>) -> Result<reqwest::Client, ProviderError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(pem) => {
-            let mut reader = pem;
-            for cert in rustls_pemfile::certs(&mut reader) {
-                let cert = cert.map_err(|_| {
-                    ProviderError::InvalidRequest("caBundle is not valid PEM".into())
-                })?;
-                roots.add(cert).map_err(|_| {
-                    ProviderError::InvalidRequest("caBundle holds an unusable certificate".into())
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ProviderError::InvalidRequest(format!("TLS setup failed: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(2))
-        // A redirect could point a tenant-influenced request anywhere; Vault doesn't need them.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| {
-            ProviderError::InvalidRequest(format!(
-                "HTTP client setup failed: {}",
-                scrub(&e.to_string())
-            ))
-        })
+    super::net::backend_client(ca, REQUEST_TIMEOUT).map_err(ProviderError::InvalidRequest)
 }
 
 fn vault_client(
@@ -440,7 +407,7 @@ fn classify(e: ClientError) -> ProviderError {
             let detail = if errors.is_empty() {
                 format!("Vault {code}")
             } else {
-                format!("Vault {code}: {}", scrub(&errors.join("; ")))
+                format!("Vault {code}: {}", scrub(&tidy_vault_errors(&errors)))
             };
             match code {
                 401 | 403 => ProviderError::PermissionDenied { detail },
@@ -464,6 +431,21 @@ fn classify(e: ClientError) -> ProviderError {
     }
 }
 
+/// Vault wraps messages as "1 error occurred:\n\t* permission denied\n\n"; keep the sentences.
+fn tidy_vault_errors(errors: &[String]) -> String {
+    let mut parts = Vec::new();
+    for e in errors {
+        for line in e.lines() {
+            let line = line.trim().trim_start_matches("* ").trim();
+            let preamble = line.ends_with("error occurred:") || line.ends_with("errors occurred:");
+            if !line.is_empty() && !preamble && !parts.contains(&line.to_string()) {
+                parts.push(line.to_string());
+            }
+        }
+    }
+    parts.join("; ")
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -473,4 +455,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_error_bodies_are_tidied() {
+        let raw = vec!["1 error occurred:\n\t* permission denied\n\n".to_string()];
+        assert_eq!(tidy_vault_errors(&raw), "permission denied");
+        let two = vec![
+            "2 errors occurred:\n\t* a\n\t* b\n\n".to_string(),
+            "b".to_string(),
+        ];
+        assert_eq!(tidy_vault_errors(&two), "a; b");
+        assert_eq!(
+            tidy_vault_errors(&["service account name not authorized".to_string()]),
+            "service account name not authorized"
+        );
+    }
 }

@@ -245,7 +245,7 @@ pub fn parse(
             other => {
                 return Err(invalid(
                     ANN_INJECT,
-                    format!("expected \"true\" or \"false\", got {other:?}"),
+                    format!("expected \"true\", \"enabled\" or \"false\", got {other:?}"),
                 ))
             }
         }
@@ -467,11 +467,7 @@ fn parse_short(
         None => Rollout::Restart,
     };
 
-    let origin = if config.contains_key(ANN_STORE) {
-        "short-form annotations".to_string()
-    } else {
-        ANN_STORE.to_string()
-    };
+    let origin = "short-form annotations".to_string();
     Ok(Some(SecretItem {
         origin,
         secret_name,

@@ -20,11 +20,19 @@ use crate::spec::{StoreKind, StoreRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{reference} not found in namespace {namespace}")]
+    #[error("{reference} not found{}", match reference.kind {
+        crate::spec::StoreKind::SecretStore => format!(" in namespace {namespace}"),
+        crate::spec::StoreKind::ClusterSecretStore => String::new(),
+    })]
     NotFound {
         reference: StoreRef,
         namespace: String,
     },
+    #[error(
+        "{reference} cannot be read: the secret-injector.io CRDs are not installed in this cluster \
+         (kubectl apply -f deploy/crds/)"
+    )]
+    CrdMissing { reference: StoreRef },
     #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
     NotAllowed {
         reference: StoreRef,
@@ -35,7 +43,7 @@ pub enum StoreError {
         reference: StoreRef,
         errors: Vec<FieldError>,
     },
-    #[error("reading {reference} from the Kubernetes API failed: {source}")]
+    #[error("reading {reference} from the Kubernetes API failed: {}", crate::api_error_message(.source))]
     Api {
         reference: StoreRef,
         #[source]
@@ -66,6 +74,18 @@ pub async fn resolve(
     endpoints: &EndpointPolicy,
 ) -> Result<ResolvedStore, StoreError> {
     let api_err = |source: kube::Error| match &source {
+        // A 404 without an object name is the API server not knowing the resource at all.
+        kube::Error::Api(status)
+            if status.code == 404
+                && status.details.as_ref().is_none_or(|d| d.name.is_empty())
+                && status
+                    .message
+                    .contains("could not find the requested resource") =>
+        {
+            StoreError::CrdMissing {
+                reference: reference.clone(),
+            }
+        }
         kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
             reference: reference.clone(),
             namespace: namespace.to_string(),

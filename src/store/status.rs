@@ -63,7 +63,12 @@ pub async fn evaluate(
         );
     };
     match probe(&validated.config).await {
-        Ok(detail) => (true, REASON_VALID, detail),
+        Ok(detail) if verdict.warnings.is_empty() => (true, REASON_VALID, detail),
+        Ok(detail) => (
+            true,
+            REASON_VALID,
+            format!("{detail}; warnings: {}", verdict.warnings.join("; ")),
+        ),
         Err(detail) => (false, REASON_UNREACHABLE, detail),
     }
 }
@@ -76,31 +81,7 @@ async fn probe(config: &ProviderConfig) -> Result<String, String> {
 }
 
 fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in rustls_pemfile::certs(&mut &pem[..]).flatten() {
-                roots
-                    .add(cert)
-                    .map_err(|_| "caBundle holds an unusable certificate".to_string())?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(PROBE_TIMEOUT)
-        .connect_timeout(PROBE_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| scrub(&e.to_string()))
+    crate::provider::net::backend_client(ca_pem, PROBE_TIMEOUT)
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
