@@ -2178,3 +2178,50 @@ async fn dropping_the_stand_in_stops_the_server() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams};
+    use kube::core::PartialObjectMeta;
+    let standin = StandIn::start().await;
+    standin.seed(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default", "labels": {"a": "b"}}, "data": {"k": "c2VjcmV0"}}));
+    // Raw: the body carries no data at all.
+    let raw = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/namespaces/default/secrets",
+            standin.url()
+        ))
+        .header(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.contains("PartialObjectMetadataList") && !raw.contains("c2VjcmV0"),
+        "{raw}"
+    );
+    // Typed, list and watch, as kube-runtime's metadata watcher uses them.
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(standin.client(), "default");
+    let list = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("s"));
+    let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+    let mut seen = false;
+    while let Some(Ok(e)) = events.next().await {
+        match e {
+            kube::runtime::watcher::Event::InitApply(o) => {
+                assert_eq!(o.metadata.labels.unwrap()["a"], "b");
+                seen = true;
+            }
+            kube::runtime::watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert!(seen);
+}

@@ -3097,8 +3097,20 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
     if let Some(failure) = inner.record_request(verb, &key, dry_run) {
         return failure.into_response();
     }
+    // `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (what kube's
+    // `Api<PartialObjectMeta<K>>` sends) asks for metadata only, as the real server serves it.
+    let metadata_only = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
     if verb == "watch" {
         return match inner.watch(&target, &query) {
+            Ok(response) if metadata_only => response.map(|body| {
+                Body::from_stream(futures::StreamExt::map(body.into_data_stream(), |chunk| {
+                    chunk.map(metadata_only_event)
+                }))
+            }),
             Ok(response) => response,
             Err(err) => err.into_response(),
         };
@@ -3112,9 +3124,42 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
         dry_run,
     };
     match inner.dispatch(&request) {
+        Ok((code, value)) if metadata_only && verb != "delete" => {
+            json_response(code, &partial_metadata(value))
+        }
         Ok((code, value)) => json_response(code, &value),
         Err(err) => err.into_response(),
     }
+}
+
+/// An object (or list) reduced to `PartialObjectMetadata` (or `PartialObjectMetadataList`).
+fn partial_metadata(value: Value) -> Value {
+    if value["kind"] == "Status" {
+        return value;
+    }
+    if let Some(items) = value.get("items").and_then(Value::as_array) {
+        return json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": value["metadata"],
+            "items": items.iter().cloned().map(partial_metadata).collect::<Vec<_>>(),
+        });
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": value["metadata"]})
+}
+
+/// One watch line with its object reduced to metadata (ERROR Status events pass through).
+fn metadata_only_event(line: Bytes) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
+        return line;
+    };
+    if event["type"] != "ERROR" {
+        let object = event["object"].take();
+        event["object"] = partial_metadata(object);
+    }
+    let mut out = serde_json::to_vec(&event).expect("serialise event");
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 /// Everything a non-watch verb needs.
