@@ -5,6 +5,7 @@
 #   make build   release build
 #   make test    every test (unit, in-process HTTP, end-to-end against OpenBao + moto)
 #   make demo    the narrated end-to-end demo (tests/demo.rs, harness = false)
+#   make bench   warm-admission latency vs a bare TLS server, and memory (benches/admission.rs)
 #   make lint    rustfmt + clippy, warnings are errors
 #   make crds    regenerate the committed CRD YAML from the Rust types
 #   make certs   generate webhook TLS + HMAC key and fill the webhook caBundle
@@ -30,7 +31,7 @@ CERTS_DIR       := certs/generated
 WEBHOOK_CONFIG  := webhook-config/mutating-webhook.yaml
 VALIDATING_CONFIG := webhook-config/validating-webhook.yaml
 
-.PHONY: tools build test demo lint crds certs clean check-cargo
+.PHONY: tools build test demo bench lint crds certs clean check-cargo
 
 tools: check-cargo $(STAMP)
 
@@ -55,6 +56,10 @@ test: tools
 
 demo: tools
 	$(TEST_ENV) $(CARGO) test --locked --test demo -- --nocapture
+
+# Latency vs a bare axum+rustls server in the same run, and memory; see benches/admission.rs.
+bench: tools
+	$(TEST_ENV) $(CARGO) bench --locked --bench admission
 
 lint: check-cargo
 	$(CARGO) fmt --all -- --check

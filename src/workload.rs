@@ -93,12 +93,12 @@ async fn fetch_meta(
 ) -> Result<Option<ObjectMeta>, WorkloadError> {
     let group = r.api_version.split('/').next().unwrap_or_default();
     let result = match (group, r.kind.as_str()) {
-        ("apps", "ReplicaSet") => get::<ReplicaSet>(client, namespace, &r.name).await,
-        ("apps", "Deployment") => get::<Deployment>(client, namespace, &r.name).await,
-        ("apps", "StatefulSet") => get::<StatefulSet>(client, namespace, &r.name).await,
-        ("apps", "DaemonSet") => get::<DaemonSet>(client, namespace, &r.name).await,
-        ("batch", "Job") => get::<Job>(client, namespace, &r.name).await,
-        ("batch", "CronJob") => get::<CronJob>(client, namespace, &r.name).await,
+        ("apps", "ReplicaSet") => get_meta::<ReplicaSet>(client, namespace, &r.name).await,
+        ("apps", "Deployment") => get_meta::<Deployment>(client, namespace, &r.name).await,
+        ("apps", "StatefulSet") => get_meta::<StatefulSet>(client, namespace, &r.name).await,
+        ("apps", "DaemonSet") => get_meta::<DaemonSet>(client, namespace, &r.name).await,
+        ("batch", "Job") => get_meta::<Job>(client, namespace, &r.name).await,
+        ("batch", "CronJob") => get_meta::<CronJob>(client, namespace, &r.name).await,
         _ => return Ok(None),
     };
     result.map_err(|source| WorkloadError {
@@ -108,7 +108,8 @@ async fn fetch_meta(
     })
 }
 
-async fn get<K>(
+/// An object's metadata by name, or None when it does not exist.
+pub(crate) async fn get_meta<K>(
     client: &Client,
     namespace: &str,
     name: &str,

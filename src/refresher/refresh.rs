@@ -265,10 +265,9 @@ where
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    Ok(Api::<K>::namespaced(client.clone(), namespace)
-        .get_opt(name)
+    Ok(crate::workload::get_meta::<K>(client, namespace, name)
         .await?
-        .map(|o| o.meta().uid.clone().unwrap_or_default()))
+        .map(|m| m.uid.unwrap_or_default()))
 }
 
 async fn delete(client: &Client, tracked: &Tracked) -> Result<(), String> {

@@ -145,3 +145,42 @@ impl ResolvesServerCert for ReloadingCert {
         Some(self.current.read().expect("lock not poisoned").0.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial(cert: &ReloadingCert) -> Vec<u8> {
+        cert.current.read().unwrap().0.cert[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn reload_swaps_good_pairs_and_keeps_the_old_one_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let first = crate::certs::generate(&["a.example".into()], &[], 1).unwrap();
+        std::fs::write(&crt, &first.cert_pem).unwrap();
+        std::fs::write(&key, &first.key_pem).unwrap();
+        let cert = ReloadingCert::load(crt.clone(), key.clone()).unwrap();
+        let original = serial(&cert);
+        assert!(!cert.reload(), "unchanged files: nothing to do");
+
+        // A half-written rotation (new cert, garbage key) is refused; the old pair keeps serving.
+        std::fs::write(&key, "not a key").unwrap();
+        assert!(!cert.reload());
+        assert_eq!(serial(&cert), original);
+
+        // The symlink swap a mounted Secret does: the path now points at a new, valid pair.
+        let second = crate::certs::generate(&["b.example".into()], &[], 1).unwrap();
+        let next = dir.path().join("next");
+        std::fs::create_dir(&next).unwrap();
+        std::fs::write(next.join("tls.crt"), &second.cert_pem).unwrap();
+        std::fs::write(next.join("tls.key"), &second.key_pem).unwrap();
+        std::fs::remove_file(&crt).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(next.join("tls.crt"), &crt).unwrap();
+        std::os::unix::fs::symlink(next.join("tls.key"), &key).unwrap();
+        assert!(cert.reload());
+        assert_ne!(serial(&cert), original);
+    }
+}

@@ -578,40 +578,42 @@ pub struct Verdict {
 /// Validate a store object (its full JSON) of `kind`. Shared with the status controller.
 pub fn validate_store(kind: &str, object: &Value, endpoints: &EndpointPolicy) -> Verdict {
     let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    // Decode, find unknown fields, validate the provider; `extra` adds kind-specific checks.
+    fn check<T: DeserializeOwned + Serialize>(
+        spec: &Value,
+        endpoints: &EndpointPolicy,
+        provider: impl Fn(&T) -> &ProviderSpec,
+        extra: impl Fn(&T) -> Vec<FieldError>,
+    ) -> Verdict {
+        let typed: T = match decode(spec) {
+            Ok(t) => t,
+            Err(e) => {
+                return Verdict {
+                    errors: vec![e],
+                    warnings: Vec::new(),
+                }
+            }
+        };
+        let mut errors = unknown_fields(spec, &typed);
+        let mut warnings = Vec::new();
+        merge(
+            validate_provider(provider(&typed), endpoints),
+            &mut errors,
+            &mut warnings,
+        );
+        errors.extend(extra(&typed));
+        Verdict { errors, warnings }
+    }
     match kind {
-        "SecretStore" => match decode::<SecretStoreSpec>(&spec) {
-            Ok(typed) => {
-                let mut errors = unknown_fields(&spec, &typed);
-                let mut warnings = Vec::new();
-                merge(
-                    validate_provider(&typed.provider, endpoints),
-                    &mut errors,
-                    &mut warnings,
-                );
-                Verdict { errors, warnings }
-            }
-            Err(e) => Verdict {
-                errors: vec![e],
-                warnings: Vec::new(),
-            },
-        },
-        "ClusterSecretStore" => match decode::<ClusterSecretStoreSpec>(&spec) {
-            Ok(typed) => {
-                let mut errors = unknown_fields(&spec, &typed);
-                let mut warnings = Vec::new();
-                merge(
-                    validate_provider(&typed.provider, endpoints),
-                    &mut errors,
-                    &mut warnings,
-                );
-                errors.extend(validate_conditions(&typed.conditions));
-                Verdict { errors, warnings }
-            }
-            Err(e) => Verdict {
-                errors: vec![e],
-                warnings: Vec::new(),
-            },
-        },
+        "SecretStore" => {
+            check::<SecretStoreSpec>(&spec, endpoints, |s| &s.provider, |_| Vec::new())
+        }
+        "ClusterSecretStore" => check::<ClusterSecretStoreSpec>(
+            &spec,
+            endpoints,
+            |s| &s.provider,
+            |s| validate_conditions(&s.conditions),
+        ),
         other => Verdict {
             errors: vec![FieldError {
                 path: "kind".into(),

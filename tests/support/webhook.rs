@@ -157,6 +157,24 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Resident memory of the webhook process, in KiB (Linux /proc).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// A client trusting this webhook's CA, for load generation.
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
