@@ -15,25 +15,30 @@ use crate::store::ResolvedStore;
 /// Kubernetes refuses Secrets larger than this.
 const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
-/// Read everything a source needs, as `identity`, and assemble the Secret data.
-/// `coalesce`: share reads with concurrent admissions of the same identity (admission path);
-/// the refresher reads fresh.
-pub async fn fetch_source(
-    injector: &Injector,
-    identity: &PodIdentity,
-    store: &ResolvedStore,
-    source: &SourceSpec,
-    origin: &str,
-    coalesce: bool,
-) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
-    let keys: Vec<RemoteKey> = source
+/// The distinct remote keys a source reads.
+pub fn keys_of(source: &SourceSpec) -> BTreeSet<RemoteKey> {
+    source
         .data
         .iter()
         .map(|d| RemoteKey::from(&d.remote_ref))
         .chain(source.extract.iter().map(RemoteKey::from))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+        .collect()
+}
+
+/// The fetched documents, by key.
+pub type Documents = BTreeMap<RemoteKey, RemoteSecret>;
+
+/// Read `keys` from `store` as `identity` in one provider call (so an AWS store batches them).
+/// `coalesce`: share reads with concurrent admissions of the same identity (admission path);
+/// the refresher reads fresh.
+pub async fn fetch_documents(
+    injector: &Injector,
+    identity: &PodIdentity,
+    store: &ResolvedStore,
+    keys: &BTreeSet<RemoteKey>,
+    coalesce: bool,
+) -> Result<Documents, InjectError> {
+    let keys: Vec<RemoteKey> = keys.iter().cloned().collect();
     let provider = injector.provider_for(store);
     let fetched = if coalesce {
         injector
@@ -58,15 +63,28 @@ pub async fn fetch_source(
             error: e.error,
         }))
     })?;
-    let by_key: BTreeMap<&RemoteKey, &RemoteSecret> = keys.iter().zip(documents.iter()).collect();
-    assemble(store, source, origin, &by_key)
+    Ok(keys.into_iter().zip(documents.iter().cloned()).collect())
 }
 
-fn assemble(
+/// Read everything one source needs and assemble its Secret data (the refresher's path).
+pub async fn fetch_source(
+    injector: &Injector,
+    identity: &PodIdentity,
     store: &ResolvedStore,
     source: &SourceSpec,
     origin: &str,
-    documents: &BTreeMap<&RemoteKey, &RemoteSecret>,
+    coalesce: bool,
+) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
+    let documents = fetch_documents(injector, identity, store, &keys_of(source), coalesce).await?;
+    assemble(store, source, origin, &documents)
+}
+
+/// Select properties and extract fields from fetched documents into Secret data.
+pub fn assemble(
+    store: &ResolvedStore,
+    source: &SourceSpec,
+    origin: &str,
+    documents: &Documents,
 ) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
     let mut produced_by: BTreeMap<String, String> = BTreeMap::new();
@@ -84,7 +102,7 @@ fn assemble(
         Ok(())
     };
     for d in &source.data {
-        let doc = documents[&RemoteKey::from(&d.remote_ref)];
+        let doc = &documents[&RemoteKey::from(&d.remote_ref)];
         let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| {
             InjectError::Select {
                 context: format!(
@@ -97,7 +115,7 @@ fn assemble(
         insert(d.secret_key.clone(), value, format!("{}", d.remote_ref))?;
     }
     for r in &source.extract {
-        let doc = documents[&RemoteKey::from(r)];
+        let doc = &documents[&RemoteKey::from(r)];
         let fields = provider::extract(doc).map_err(|error| InjectError::Select {
             context: format!("{}: {} (for extract)", store.reference, r.key),
             error,

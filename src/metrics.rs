@@ -87,7 +87,7 @@ impl Metrics {
         let backend_calls = Family::<BackendLabels, Counter>::default();
         registry.register(
             "backend_requests",
-            "Calls to secret backends, by provider, operation (login, read) and result",
+            "Calls to secret backends, by provider (vault, aws), operation (login, read, assume_role_with_web_identity, get_secret_value, batch_get_secret_value) and result (ok, error, throttled, unreachable)",
             backend_calls.clone(),
         );
         let secret_writes = Family::<WriteLabels, Counter>::default();

@@ -363,6 +363,47 @@ async fn secrets_from_one_aws_store_are_read_with_one_batch_call() {
 }
 
 #[tokio::test]
+async fn two_items_on_one_aws_store_still_make_one_batch_call() {
+    let AwsRig { rig, moto: _moto } = aws_rig().await;
+    let webhook = webhook(&rig).await;
+    let rs_uid = rig.replicaset_uid(REPLICASET);
+    let items = format!(
+        r#"
+- name: fraud-feed
+  storeRef: {{name: {STORE}}}
+  dataFrom: [{{extract: {{key: payments/fraud-feed}}}}]
+- name: ledger
+  storeRef: {{name: {STORE}}}
+  data: [{{secretKey: LEDGER_TOKEN, remoteRef: {{key: payments/ledger-token}}}}]
+"#
+    );
+    let (body, response) = webhook
+        .mutate(&pod_review(
+            "uid-two-items",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            json!({"secret-injector.io/external-secrets": items}),
+        ))
+        .await;
+    assert_eq!(response["allowed"], true, "{body}");
+    assert!(rig
+        .standin
+        .object("secrets", Some(NS), "fraud-feed")
+        .is_some());
+    let ledger = rig.standin.object("secrets", Some(NS), "ledger").unwrap();
+    assert_eq!(raw_data(&ledger, "LEDGER_TOKEN"), LEDGER_TOKEN.as_bytes());
+    // Two managed Secrets from one store: their keys are read together.
+    let metrics = webhook.metrics().await;
+    assert_eq!(
+        metric(&metrics, "batch_get_secret_value", "ok"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "get_secret_value", "ok"), 0, "{metrics}");
+    assert_no_leak("response", &body, &SENTINELS);
+}
+
+#[tokio::test]
 async fn versions_select_a_stage_or_a_version_id() {
     let AwsRig { rig, moto } = aws_rig().await;
     let first = moto

@@ -174,19 +174,41 @@ async fn pipeline(
         .filter(|(_, e)| !matches!(e, Existing::Ours { current: true, .. }))
         .map(|(i, _)| i)
         .collect();
-    let sources: Vec<_> = to_fetch.iter().map(|&i| spec.items[i].source()).collect();
-    let fetched = try_join_all(to_fetch.iter().zip(&sources).map(|(&i, source)| {
-        let item = &spec.items[i];
-        fetch::fetch_source(
-            injector,
-            &identity,
-            &stores[&item.store],
-            source,
-            &item.origin,
-            true,
-        )
-    }))
-    .await?;
+    // One read per store for all items that need it, so an AWS store batches every key of
+    // the workload into BatchGetSecretValue.
+    let sources: BTreeMap<usize, _> = to_fetch
+        .iter()
+        .map(|&i| (i, spec.items[i].source()))
+        .collect();
+    let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
+        BTreeMap::new();
+    for (&i, source) in &sources {
+        keys_by_store
+            .entry(&spec.items[i].store)
+            .or_default()
+            .extend(fetch::keys_of(source));
+    }
+    let documents: BTreeMap<&spec::StoreRef, fetch::Documents> =
+        try_join_all(keys_by_store.iter().map(|(store, keys)| async {
+            fetch::fetch_documents(injector, &identity, &stores[*store], keys, true)
+                .await
+                .map(|docs| (*store, docs))
+        }))
+        .await?
+        .into_iter()
+        .collect();
+    let fetched = to_fetch
+        .iter()
+        .map(|&i| {
+            let item = &spec.items[i];
+            fetch::assemble(
+                &stores[&item.store],
+                &sources[&i],
+                &item.origin,
+                &documents[&item.store],
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     set_stage(Stage::Write);
     let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();

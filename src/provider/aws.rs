@@ -18,6 +18,7 @@
 //! access key id and session token.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +34,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::{
     GetSecretValueError, GetSecretValueOutput,
 };
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use futures::future::{join_all, BoxFuture};
@@ -45,7 +47,7 @@ use super::{KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
 use crate::redact::{scrub, SecretBytes};
-use crate::store::{is_iam_role_arn, AwsConfig, ProviderConfig, ResolvedStore};
+use crate::store::{is_forbidden_ip, is_iam_role_arn, AwsConfig, ProviderConfig, ResolvedStore};
 
 /// The audience IRSA tokens carry; the role's trust policy conditions on it.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
@@ -739,8 +741,9 @@ fn timeout_config() -> TimeoutConfig {
 }
 
 /// HTTPS with rustls + ring (no aws-lc) and the bundled Mozilla roots, like the Vault client;
-/// no proxy from the environment. Shared by every STS and Secrets Manager client, so
-/// connections are pooled across identities (credentials are per request, not per connection).
+/// no proxy from the environment; DNS answers filtered like the Vault client's. Shared by
+/// every STS and Secrets Manager client, so connections are pooled across identities
+/// (credentials are per request, not per connection).
 fn https_client() -> SharedHttpClient {
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
     let mut roots = TrustStore::empty().with_native_roots(false);
@@ -754,7 +757,33 @@ fn https_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .tls_context(context)
-        .build_https()
+        .build_with_resolver(GuardedDns)
+}
+
+/// DNS that never yields a link-local or cloud-metadata address (the same rule as the Vault
+/// client's resolver): a name that resolves, or is rebound, to 169.254.169.254 is as
+/// unreachable as the literal address, which store validation already refuses.
+#[derive(Clone, Debug)]
+struct GuardedDns;
+
+impl ResolveDns for GuardedDns {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        DnsFuture::new(async move {
+            let resolved = tokio::net::lookup_host((name, 0))
+                .await
+                .map_err(ResolveDnsError::new)?;
+            let allowed: Vec<IpAddr> = resolved
+                .map(|a| a.ip())
+                .filter(|ip| !is_forbidden_ip(*ip))
+                .collect();
+            if allowed.is_empty() {
+                return Err(ResolveDnsError::new(format!(
+                    "{name} resolves only to link-local or metadata addresses, which are never contacted"
+                )));
+            }
+            Ok(allowed)
+        })
+    }
 }
 
 fn pem_certificate(der: &[u8]) -> Vec<u8> {
@@ -1030,6 +1059,15 @@ mod tests {
             !text.contains("eyJhbGci") && !text.contains("ASIAEXAMPLE"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn dns_never_yields_metadata_addresses() {
+        let local = GuardedDns.resolve_dns("localhost").await.unwrap();
+        assert!(!local.is_empty());
+        let e = GuardedDns.resolve_dns("169.254.169.254").await.unwrap_err();
+        let chain = error_chain(&e);
+        assert!(chain.contains("never contacted"), "{chain}");
     }
 
     #[test]
