@@ -133,7 +133,8 @@ async fn demo() -> Result<(), String> {
         "secret-injector.io/store": "vault-backend",
         "secret-injector.io/env.DB_USERNAME": "payments/db#username",
         "secret-injector.io/env.DB_PASSWORD": "payments/db#password",
-        "secret-injector.io/refresh-interval": "1h"
+        // Short so the demo can show a rotation; production values are minutes to hours.
+        "secret-injector.io/refresh-interval": "3s"
     });
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "payments-api"},
@@ -166,8 +167,19 @@ async fn demo() -> Result<(), String> {
         "Starting the webhook: secret-injector serve (TLS, real binary)",
     );
     // The AWS half (below) talks to moto on loopback; the operator allows that endpoint.
-    let webhook =
-        Webhook::start_with(&standin, &["--allowed-aws-endpoints", "http://127.0.0.1:*"]).await;
+    let webhook = Webhook::start_with(
+        &standin,
+        &[
+            "--allowed-aws-endpoints",
+            "http://127.0.0.1:*",
+            // Demo-sized timings: the refresher may honour a 3s interval and roll after 1s.
+            "--min-refresh-interval",
+            "3s",
+            "--rollout-debounce",
+            "1s",
+        ],
+    )
+    .await;
     println!(
         "    {}/mutate   admin {}/metrics",
         webhook.url, webhook.admin_url
@@ -258,7 +270,70 @@ async fn demo() -> Result<(), String> {
 
     let moto = aws_half(&standin, &client, &webhook).await?;
 
-    step(14, "Cleaning up");
+    step(
+        14,
+        "Security team rotates the DB password in Vault: the refresher updates the Secret and rolls the Deployment",
+    );
+    bao.kv_put(
+        "secret",
+        2,
+        "payments/db",
+        json!({"username": "payments_app", "password": "demo-only-rotated-password"}),
+    )
+    .await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), "payments");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "payments");
+    let started = std::time::Instant::now();
+    let rotated = loop {
+        let s = secrets
+            .get("payments-api-injected")
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = deployments
+            .get("payments-api")
+            .await
+            .map_err(|e| e.to_string())?;
+        let restarted = d
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("secret-injector.io/restarted-at").cloned());
+        let password = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get("DB_PASSWORD"))
+            .map(|v| v.0.clone());
+        if let (Some(at), Some(pw)) = (restarted, password) {
+            if pw == b"demo-only-rotated-password" {
+                break (at, s);
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            return Err(
+                "the rotation did not reach the Secret and the Deployment within 30s".into(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    println!(
+        "    after {:.1}s: secret/payments-api-injected DB_PASSWORD <redacted, {} bytes>, data-hmac {}",
+        started.elapsed().as_secs_f32(),
+        rotated.1.data.as_ref().and_then(|d| d.get("DB_PASSWORD")).map(|v| v.0.len()).unwrap_or(0),
+        rotated.1.metadata.annotations.as_ref().and_then(|a| a.get("secret-injector.io/data-hmac")).cloned().unwrap_or_default()
+    );
+    println!(
+        "    deployment/payments-api pod template: secret-injector.io/restarted-at={}",
+        rotated.0
+    );
+    let metrics = webhook.metrics().await;
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("secret_injector_refreshes_total")
+            || l.starts_with("secret_injector_rollouts_total")
+    }) {
+        println!("    {line}");
+    }
+
+    step(15, "Cleaning up");
     drop(webhook);
     drop(standin);
     drop(bao);

@@ -610,3 +610,58 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
     assert_clean_log(&webhook);
     drop(moto);
 }
+
+#[tokio::test]
+async fn the_refresher_picks_up_a_rotation_in_secrets_manager() {
+    let AwsRig { rig, moto } = aws_rig().await;
+    let webhook = Webhook::start_with(
+        &rig.standin,
+        &[
+            "--allowed-aws-endpoints",
+            "http://127.0.0.1:*",
+            "--min-refresh-interval",
+            "1s",
+            "--rollout-debounce",
+            "1s",
+        ],
+    )
+    .await;
+    let rs_uid = rig.replicaset_uid(REPLICASET);
+    let annotations = json!({
+        "secret-injector.io/store": STORE,
+        "secret-injector.io/env.LEDGER_TOKEN": "payments/ledger-token",
+        "secret-injector.io/refresh-interval": "1s"
+    });
+    let (body, response) = webhook
+        .mutate(&pod_review(
+            "uid-aws-refresh",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            annotations,
+        ))
+        .await;
+    assert_eq!(response["allowed"], true, "{body}");
+    moto.put_secret_value(AWS_REGION, "payments/ledger-token", NEW_TOKEN)
+        .await;
+    let token = || {
+        rig.standin
+            .object("secrets", Some(NS), "payments-api-injected")
+            .map(|s| raw_data(&s, "LEDGER_TOKEN"))
+    };
+    wait_for(
+        "the rotated AWS value",
+        std::time::Duration::from_secs(10),
+        || token().as_deref() == Some(NEW_TOKEN.as_bytes()),
+    )
+    .await;
+    wait_for("the rollout", std::time::Duration::from_secs(5), || {
+        rig.standin
+            .object("deployments", Some(NS), DEPLOYMENT)
+            .is_some_and(|d| {
+                d["spec"]["template"]["metadata"]["annotations"]["secret-injector.io/restarted-at"]
+                    .is_string()
+            })
+    })
+    .await;
+    assert_clean_log(&webhook);
+}
