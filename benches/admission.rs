@@ -59,7 +59,7 @@ fn review(rs_uid: &str) -> Value {
 /// Seed the payments namespace so admissions are warm: store, owners, and a current managed
 /// Secret built by the same code the webhook uses.
 fn seed_warm(standin: &StandIn) -> String {
-    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}));
+    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"secret-injector.io/inject": "enabled"}}}));
     standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": NS}}));
     standin.seed(json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore", "metadata": {"name": "vault-backend", "namespace": NS},
         "spec": {"provider": {"vault": {"server": "https://127.0.0.1:9", "path": "secret", "auth": {"kubernetes": {"role": "payments", "audiences": ["vault"]}}}}}}));

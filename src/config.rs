@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_INJECTOR_HMAC_KEY_FILE")]
     pub hmac_key_file: Option<PathBuf>,
     /// How often the serving certificate files are checked for changes.
-    #[arg(long, env = "SECRET_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    #[arg(long, env = "SECRET_INJECTOR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive)]
     pub tls_reload_interval: Duration,
     /// Vault/OpenBao servers a store may name: comma-separated `scheme://host[:port]` patterns;
     /// `*.` wildcards leading labels, `:*` any port, no port = the scheme's default. Empty: none.
@@ -79,10 +79,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_INJECTOR_POD_NAME")]
     pub pod_name: Option<String>,
     /// How long a leader's Lease lasts without renewal before another replica takes over.
-    #[arg(long, env = "SECRET_INJECTOR_LEASE_DURATION", default_value = "15s", value_parser = parse_interval)]
+    #[arg(long, env = "SECRET_INJECTOR_LEASE_DURATION", default_value = "15s", value_parser = parse_positive)]
     pub lease_duration: Duration,
     /// How often the leader re-checks every store's Ready condition (reachability probe).
-    #[arg(long, env = "SECRET_INJECTOR_STORE_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    #[arg(long, env = "SECRET_INJECTOR_STORE_CHECK_INTERVAL", default_value = "1m", value_parser = parse_positive)]
     pub store_check_interval: Duration,
     /// Managed Secrets refreshed concurrently by the leader.
     #[arg(long, env = "SECRET_INJECTOR_REFRESH_CONCURRENCY", default_value_t = 8)]
@@ -90,7 +90,8 @@ pub struct ServeArgs {
     /// Changes to one workload's Secrets within this window cause a single rollout.
     #[arg(long, env = "SECRET_INJECTOR_ROLLOUT_DEBOUNCE", default_value = "5s", value_parser = parse_interval)]
     pub rollout_debounce: Duration,
-    /// A bare pod's managed Secret is deleted this long after no pod of that name exists.
+    /// A bare pod's managed Secret is deleted once no pod of that name exists and the Secret is
+    /// older than this (pods still being created keep theirs).
     #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
     pub orphan_grace_period: Duration,
     /// Log format.
@@ -158,6 +159,14 @@ pub enum LogFormat {
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     crate::spec::parse_duration(s)
+}
+
+fn parse_positive(s: &str) -> Result<Duration, String> {
+    let d = parse_interval(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(d)
 }
 
 fn parse_deadline(s: &str) -> Result<Duration, String> {

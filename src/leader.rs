@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -65,7 +64,11 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self
+                .api
+                .create(&crate::managed::post_params(), &lease)
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -114,7 +117,11 @@ impl Elector {
         // Fenced: resourceVersion comes from what we read.
         match self
             .api
-            .replace(&self.config.lease_name, &PostParams::default(), &next)
+            .replace(
+                &self.config.lease_name,
+                &crate::managed::post_params(),
+                &next,
+            )
             .await
         {
             Ok(_) => {
@@ -142,7 +149,11 @@ impl Elector {
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         let _ = self
             .api
-            .replace(&self.config.lease_name, &PostParams::default(), &lease)
+            .replace(
+                &self.config.lease_name,
+                &crate::managed::post_params(),
+                &lease,
+            )
             .await;
     }
 }

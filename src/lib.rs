@@ -204,6 +204,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rollout_debounce: args.rollout_debounce,
             orphan_grace: args.orphan_grace_period,
             identity: refresher_identity,
+            min_interval: args.min_refresh_interval,
         },
         leading,
         shutdown_rx.clone(),

@@ -30,6 +30,23 @@ pub const ANN_LAST_SYNC: &str = "secret-injector.io/last-sync";
 pub const ANN_DATA_HMAC: &str = "secret-injector.io/data-hmac";
 pub const ANN_ROLLOUT: &str = "secret-injector.io/rollout";
 
+/// Our name in `managedFields`, so GitOps tools can tell our writes from theirs.
+pub const FIELD_MANAGER: &str = "secret-injector";
+
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..kube::api::PatchParams::default()
+    }
+}
+
 /// The workload a managed Secret belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -120,8 +137,8 @@ pub enum ManagedError {
 #[derive(Debug)]
 pub enum Existing {
     Absent,
-    /// Ours, for the same owner and ServiceAccount. `current`: same source spec and synced
-    /// within its refresh interval, so admission needs no backend call.
+    /// Ours, for the same owner and ServiceAccount. `current`: made from the same request
+    /// (source, interval, rollout, owner uid), so admission needs no backend call.
     Ours {
         secret: Box<Secret>,
         current: bool,
@@ -147,11 +164,7 @@ impl Target<'_> {
 }
 
 /// Read the target and apply the ownership guard.
-pub async fn inspect(
-    api: &Api<Secret>,
-    target: &Target<'_>,
-    now: OffsetDateTime,
-) -> Result<Existing, ManagedError> {
+pub async fn inspect(api: &Api<Secret>, target: &Target<'_>) -> Result<Existing, ManagedError> {
     let found = api
         .get_opt(target.name())
         .await
@@ -161,15 +174,11 @@ pub async fn inspect(
         })?;
     match found {
         None => Ok(Existing::Absent),
-        Some(secret) => classify(secret, target, now),
+        Some(secret) => classify(secret, target),
     }
 }
 
-fn classify(
-    secret: Secret,
-    target: &Target<'_>,
-    now: OffsetDateTime,
-) -> Result<Existing, ManagedError> {
+fn classify(secret: Secret, target: &Target<'_>) -> Result<Existing, ManagedError> {
     let name = target.name().to_string();
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
@@ -205,16 +214,13 @@ fn classify(
             })
         }
     }
-    let same_source =
-        annotations.get(ANN_SOURCE).map(String::as_str) == Some(target.source_json().as_str());
-    let interval = target.item.refresh_interval;
-    let synced_recently = annotations
-        .get(ANN_LAST_SYNC)
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-        .is_some_and(|t| {
-            interval.is_zero()
-                || now - t < time::Duration::try_from(interval).unwrap_or(time::Duration::MAX)
-        });
+    // Current means "made from the same request": the refresher keeps its values fresh, so
+    // admission reuses it without a backend call however long ago it was last written.
+    let same_request = annotations.get(ANN_SOURCE).map(String::as_str)
+        == Some(target.source_json().as_str())
+        && annotations.get(ANN_REFRESH_INTERVAL).map(String::as_str)
+            == Some(format_duration(target.item.refresh_interval).as_str())
+        && annotations.get(ANN_ROLLOUT).map(String::as_str) == Some(target.item.rollout.as_str());
     // A workload deleted and recreated under the same name has a new uid: the Secret must be
     // rewritten with the new ownerReference, or the garbage collector would remove it.
     let same_owner_uid = match &target.owner.uid {
@@ -227,7 +233,7 @@ fn classify(
         None => true,
     };
     Ok(Existing::Ours {
-        current: same_source && synced_recently && same_owner_uid,
+        current: same_request && same_owner_uid,
         secret: Box::new(secret),
     })
 }
@@ -316,14 +322,14 @@ pub async fn write(
         let now = OffsetDateTime::now_utc();
         let desired = build(target, data, key, now);
         match existing {
-            Existing::Absent => match api.create(&PostParams::default(), &desired).await {
+            Existing::Absent => match api.create(&post_params(), &desired).await {
                 Ok(_) => {
                     metrics.secret_write("create");
                     return Ok(WriteOutcome::Created);
                 }
                 // Another replica (or another pod of the workload) won the race: look again.
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    existing = inspect(api, target, now).await?;
+                    existing = inspect(api, target).await?;
                 }
                 Err(e) => return Err(api_err(e)),
             },
@@ -342,7 +348,15 @@ pub async fn write(
                             .as_ref()
                             .and_then(|a| a.get(ANN_SOURCE))
                     && secret.data.as_ref() == desired.data.as_ref()
-                    && secret.metadata.owner_references == desired.metadata.owner_references;
+                    && secret.metadata.owner_references == desired.metadata.owner_references
+                    && [ANN_REFRESH_INTERVAL, ANN_ROLLOUT].iter().all(|k| {
+                        ann.get(*k)
+                            == desired
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(*k))
+                    });
                 if same {
                     return Ok(WriteOutcome::Unchanged);
                 }
@@ -355,13 +369,13 @@ pub async fn write(
                 let mut annotations = ann;
                 annotations.extend(updated.metadata.annotations.take().unwrap_or_default());
                 updated.metadata.annotations = Some(annotations);
-                match api.replace(&name, &PostParams::default(), &updated).await {
+                match api.replace(&name, &post_params(), &updated).await {
                     Ok(_) => {
                         metrics.secret_write("update");
                         return Ok(WriteOutcome::Updated);
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        existing = inspect(api, target, now).await?;
+                        existing = inspect(api, target).await?;
                     }
                     Err(e) => return Err(api_err(e)),
                 }

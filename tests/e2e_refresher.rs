@@ -423,3 +423,86 @@ async fn a_secret_whose_owner_is_gone_is_deleted() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_forged_managed_secret_outside_opted_in_namespaces_is_ignored() {
+    let rig = Rig::start().await;
+    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    // A namespace that never opted in, with its own ServiceAccount and store, and a Secret that
+    // merely *looks* managed (anyone who can write Secrets there could create it).
+    rig.standin
+        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sandbox"}}));
+    rig.standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder", "namespace": "sandbox"}}));
+    let mut store = rig
+        .standin
+        .object("secretstores", Some(NS), "vault-backend")
+        .unwrap();
+    store["metadata"] = json!({"name": "vault-backend", "namespace": "sandbox"});
+    rig.standin.seed(store);
+    rig.standin.seed(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "forged", "namespace": "sandbox",
+            "labels": {"app.kubernetes.io/managed-by": "secret-injector"},
+            "annotations": {
+                "secret-injector.io/source": r#"{"storeRef":{"kind":"SecretStore","name":"vault-backend"},"data":[{"secretKey":"P","remoteRef":{"key":"payments/db","property":"password"}}],"extract":[]}"#,
+                "secret-injector.io/service-account": "builder",
+                "secret-injector.io/refresh-interval": "1s",
+                "secret-injector.io/owner": "Pod/nothing",
+                "secret-injector.io/rollout": "none"
+            }},
+        "data": {}
+    }));
+    let skipped = || async {
+        metric(
+            &webhook.metrics().await,
+            r#"secret_injector_refreshes_total{result="skipped"}"#,
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while skipped().await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forged Secret was never considered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        rig.standin
+            .token_requests()
+            .iter()
+            .all(|t| t.namespace != "sandbox"),
+        "no token may be minted for a namespace that did not opt in"
+    );
+    assert_eq!(
+        rig.standin
+            .object("secrets", Some("sandbox"), "forged")
+            .unwrap()["data"],
+        json!({})
+    );
+}
+
+#[tokio::test]
+async fn changing_the_refresh_interval_reaches_the_existing_secret() {
+    let rig = Rig::start().await;
+    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    admit(&rig, &webhook, annotations("1h")).await;
+    assert_eq!(
+        secret(&rig, "payments-api-injected")["metadata"]["annotations"]
+            ["secret-injector.io/refresh-interval"],
+        "1h"
+    );
+    // The app team shortens the interval; the next pod's admission records it.
+    admit(&rig, &webhook, annotations("2s")).await;
+    assert_eq!(
+        secret(&rig, "payments-api-injected")["metadata"]["annotations"]
+            ["secret-injector.io/refresh-interval"],
+        "2s"
+    );
+    rotate(&rig, "payments/db", "interval_SENTINEL").await;
+    wait_for(
+        "a refresh on the new interval",
+        Duration::from_secs(8),
+        || password(&rig) == "interval_SENTINEL",
+    )
+    .await;
+}

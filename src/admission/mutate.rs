@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use time::OffsetDateTime;
 
 use super::error::InjectError;
 use super::Injector;
@@ -145,7 +144,6 @@ async fn pipeline(
 
     set_stage(Stage::ManagedSecret);
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let now = OffsetDateTime::now_utc();
     let targets: Vec<Target<'_>> = spec
         .items
         .iter()
@@ -158,7 +156,7 @@ async fn pipeline(
         .collect();
     let mut existing = Vec::with_capacity(targets.len());
     for target in &targets {
-        existing.push(managed::inspect(&secrets_api, target, now).await?);
+        existing.push(managed::inspect(&secrets_api, target).await?);
     }
 
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();

@@ -44,6 +44,8 @@ pub struct RefresherConfig {
     pub orphan_grace: Duration,
     /// This replica's name in Events.
     pub identity: String,
+    /// The operator's floor for refresh intervals (also applied to Secrets recorded earlier).
+    pub min_interval: Duration,
 }
 
 type Key = (String, String);
@@ -52,6 +54,8 @@ struct Entry {
     tracked: Tracked,
     failures: u32,
     running: bool,
+    /// A force-sync arrived while a refresh was running: run again when it ends.
+    rerun: bool,
 }
 
 fn key_of(t: &Tracked) -> Key {
@@ -243,6 +247,7 @@ impl Refresher {
                 let interval_changed = tracked.interval != entry.tracked.interval;
                 entry.tracked = tracked.clone();
                 if entry.running {
+                    entry.rerun |= forced;
                     return;
                 }
                 if tracked.interval.is_zero() {
@@ -255,14 +260,20 @@ impl Refresher {
                     debug!(namespace = %key.0, name = %key.1, "force-sync requested on the Secret");
                     self.queue.schedule(key, now);
                 } else if interval_changed || !self.queue.is_scheduled(&key) {
-                    let delay = schedule::first_delay(tracked.interval, &mut self.rng);
+                    let delay = schedule::first_delay(
+                        tracked.interval.max(self.config.min_interval),
+                        &mut self.rng,
+                    );
                     self.queue.schedule(key, now + delay);
                 }
             }
             None => {
                 // refreshInterval 0 means "fetch once": never scheduled (force-sync still works).
                 if !tracked.interval.is_zero() {
-                    let delay = schedule::first_delay(tracked.interval, &mut self.rng);
+                    let delay = schedule::first_delay(
+                        tracked.interval.max(self.config.min_interval),
+                        &mut self.rng,
+                    );
                     self.queue.schedule(key.clone(), now + delay);
                 }
                 self.entries.insert(
@@ -271,6 +282,7 @@ impl Refresher {
                         tracked,
                         failures: 0,
                         running: false,
+                        rerun: false,
                     },
                 );
             }
@@ -339,6 +351,8 @@ impl Refresher {
             Outcome::Unchanged => "unchanged",
             Outcome::Updated(_) => "updated",
             Outcome::Orphaned => "orphaned",
+            Outcome::Superseded => "superseded",
+            Outcome::Skipped(_) => "skipped",
             Outcome::Failed(_) => "error",
         });
         // The watch may already have reported the Secret gone (e.g. the orphan we deleted).
@@ -346,7 +360,13 @@ impl Refresher {
             return;
         };
         entry.running = false;
-        let interval = entry.tracked.interval;
+        let rerun = std::mem::take(&mut entry.rerun);
+        // refreshInterval 0 ("fetch once") stays 0; anything else respects the operator's floor.
+        let interval = if entry.tracked.interval.is_zero() {
+            Duration::ZERO
+        } else {
+            entry.tracked.interval.max(self.config.min_interval)
+        };
         let tracked = entry.tracked.clone();
         match outcome {
             Outcome::Unchanged => {
@@ -361,6 +381,34 @@ impl Refresher {
             Outcome::Orphaned => {
                 info!(namespace = %key.0, name = %key.1, owner = %format!("{}/{}", tracked.owner_kind, tracked.owner_name), "owner gone: managed Secret deleted");
                 self.forget(&key);
+                return;
+            }
+            Outcome::Superseded => {
+                // The watch brings the newer version; look again shortly, fenced on it.
+                self.queue.schedule(key, now + Duration::from_secs(1));
+                return;
+            }
+            Outcome::Skipped(reason) => {
+                warn!(namespace = %key.0, name = %key.1, %reason, "managed Secret not refreshed");
+                self.forget(&key);
+                return;
+            }
+            Outcome::Failed(message) if interval.is_zero() => {
+                // "Fetch once": a failed force-sync is reported, not retried forever.
+                entry.failures += 1;
+                warn!(namespace = %key.0, name = %key.1, error = %message, "force-sync failed; the Secret keeps its last good value");
+                rollout::event(
+                    &self.recorder,
+                    &owner_of(&tracked),
+                    EventType::Warning,
+                    "RefreshFailed",
+                    "Refresh",
+                    format!(
+                        "force-sync of Secret {} failed; it keeps its last good value: {message}",
+                        tracked.name
+                    ),
+                )
+                .await;
                 return;
             }
             Outcome::Failed(message) => {
@@ -389,8 +437,9 @@ impl Refresher {
                 return;
             }
         }
-        let forced_only = interval.is_zero();
-        if !forced_only {
+        if rerun {
+            self.queue.schedule(key, now);
+        } else if !interval.is_zero() {
             let delay = schedule::next_delay(interval, &mut self.rng);
             self.queue.schedule(key, now + delay);
         }

@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -99,10 +99,39 @@ pub enum Outcome {
     Updated(String),
     /// The owner is gone: the Secret was deleted.
     Orphaned,
+    /// Someone wrote the Secret since this refresh was scheduled (an admission, a newer
+    /// leader): nothing was written; check again soon with the newer version.
+    Superseded,
+    /// Not ours to refresh (its namespace has not opted in).
+    Skipped(String),
     Failed(String),
 }
 
+/// The namespace label that opts a namespace in (the webhook's namespaceSelector).
+pub const INJECT_LABEL: &str = "secret-injector.io/inject";
+
+/// Error text of a fenced write that lost: not a failure, a newer version exists.
+const SUPERSEDED: &str = "the Secret was written since this refresh started";
+
 pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Duration) -> Outcome {
+    // A labelled Secret alone is not a request: anyone who can write Secrets could forge one.
+    // Act only where the namespace opted in, exactly like the webhook's namespaceSelector.
+    match opted_in(&injector.client, &tracked.namespace).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Outcome::Skipped(format!(
+                "namespace {} is not labelled {INJECT_LABEL}=enabled",
+                tracked.namespace
+            ))
+        }
+        Err(e) => {
+            return Outcome::Failed(format!(
+                "reading namespace {}: {}",
+                tracked.namespace,
+                crate::api_error_message(&e)
+            ))
+        }
+    }
     match owner_gone(&injector.client, tracked, orphan_grace).await {
         Ok(true) => {
             return match delete(&injector.client, tracked).await {
@@ -157,6 +186,7 @@ pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Durat
             Outcome::Updated(rv)
         }
         Ok(None) => Outcome::Unchanged,
+        Err(e) if e.starts_with(SUPERSEDED) => Outcome::Superseded,
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -211,10 +241,19 @@ async fn write(
     );
     // `replace` carries the resourceVersion we read: a concurrent writer (or a newer leader)
     // makes this fail with 409 instead of being overwritten.
-    let written = api
-        .replace(&tracked.name, &PostParams::default(), &secret)
+    let written = match api
+        .replace(&tracked.name, &crate::managed::post_params(), &secret)
         .await
-        .map_err(|e| format!("writing the Secret: {e}"))?;
+    {
+        Ok(w) => w,
+        Err(kube::Error::Api(s)) if s.code == 409 => return Err(SUPERSEDED.into()),
+        Err(e) => {
+            return Err(format!(
+                "writing the Secret: {}",
+                crate::api_error_message(&e)
+            ))
+        }
+    };
     Ok(written.metadata.resource_version)
 }
 
@@ -282,6 +321,15 @@ async fn delete(client: &Client, tracked: &Tracked) -> Result<(), String> {
     match api.delete(&tracked.name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(crate::api_error_message(&e)),
     }
+}
+
+async fn opted_in(client: &Client, namespace: &str) -> Result<bool, kube::Error> {
+    let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await?;
+    Ok(ns
+        .and_then(|n| n.metadata.labels)
+        .is_some_and(|l| l.get(INJECT_LABEL).map(String::as_str) == Some("enabled")))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client};
 use serde_json::json;
@@ -128,24 +128,44 @@ where
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &workload.namespace);
-    let current = api
-        .get(&workload.name)
-        .await
-        .map_err(|e| format!("reading {}: {e}", workload.kind))?;
-    // The resourceVersion in a merge patch is a precondition: a concurrent change (or a newer
-    // leader's rollout) makes this a 409 rather than a blind overwrite.
-    let body = json!({
-        "metadata": {"resourceVersion": current.meta().resource_version},
-        "spec": {"template": {"metadata": {"annotations": {ANN_RESTARTED_AT: now}}}}
-    });
-    api.patch(
-        &workload.name,
-        &PatchParams::default(),
-        &Patch::Merge(&body),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| format!("patching {}: {e}", workload.kind))
+    // The workload's status changes all the time; a conflict means "read again", not "give up".
+    for _ in 0..3 {
+        let current = api.get(&workload.name).await.map_err(|e| {
+            format!(
+                "reading {}: {}",
+                workload.kind,
+                crate::api_error_message(&e)
+            )
+        })?;
+        // The resourceVersion in a merge patch is a precondition: a concurrent change (or a
+        // newer leader's rollout) makes this a 409 rather than a blind overwrite.
+        let body = json!({
+            "metadata": {"resourceVersion": current.meta().resource_version},
+            "spec": {"template": {"metadata": {"annotations": {ANN_RESTARTED_AT: now}}}}
+        });
+        match api
+            .patch(
+                &workload.name,
+                &crate::managed::patch_params(),
+                &Patch::Merge(&body),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(format!(
+                    "patching {}: {}",
+                    workload.kind,
+                    crate::api_error_message(&e)
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "patching {}: it kept changing concurrently (3 conflicts)",
+        workload.kind
+    ))
 }
 
 /// Publish an Event on the workload. Notes carry names and scrubbed causes only.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -210,7 +210,7 @@ async fn reconcile<K: StoreObject>(
         let patch = json!({"status": {"conditions": [condition]}});
         api.patch_status(
             &obj.name_any(),
-            &PatchParams::default(),
+            &crate::managed::patch_params(),
             &Patch::Merge(&patch),
         )
         .await
