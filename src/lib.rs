@@ -138,6 +138,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    spawn_managed_index(&client, &injector, shutdown_rx.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let https = tokio::net::TcpListener::bind(args.listen)
@@ -219,6 +220,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     https_task.await.context("HTTPS server task")??;
     admin_task.await.context("admin server task")??;
     Ok(())
+}
+
+/// Every replica watches the managed Secrets (label-selected, metadata only, managedFields
+/// dropped) so warm admissions are answered from memory.
+fn spawn_managed_index(
+    client: &kube::Client,
+    injector: &Arc<Injector>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (reader, writer) = reflector::store();
+    let api = kube::Api::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>::all(
+        client.clone(),
+    );
+    let selector = format!("{}={}", managed::LABEL_MANAGED_BY, managed::MANAGED_BY);
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .modify(|o| o.metadata.managed_fields = None),
+    );
+    let _ = injector.managed_index.set(reader);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => warn!(error = %e, "managed Secret watch error; retrying"),
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
 }
 
 async fn wait_for_api(

@@ -178,6 +178,31 @@ pub async fn inspect(api: &Api<Secret>, target: &Target<'_>) -> Result<Existing,
     }
 }
 
+/// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and
+/// current for this target. Anything else (absent, foreign, stale) falls back to a GET, which
+/// is authoritative.
+pub fn current_in_index(
+    index: &kube::runtime::reflector::Store<kube::core::PartialObjectMeta<Secret>>,
+    target: &Target<'_>,
+) -> Option<Existing> {
+    let key = kube::runtime::reflector::ObjectRef::new(target.name()).within(target.namespace);
+    let indexed = index.get(&key)?;
+    let secret = Secret {
+        metadata: indexed.metadata.clone(),
+        ..Default::default()
+    };
+    match classify(secret, target) {
+        Ok(Existing::Ours {
+            current: true,
+            secret,
+        }) => Some(Existing::Ours {
+            current: true,
+            secret,
+        }),
+        _ => None,
+    }
+}
+
 fn classify(secret: Secret, target: &Target<'_>) -> Result<Existing, ManagedError> {
     let name = target.name().to_string();
     let labels = secret.metadata.labels.clone().unwrap_or_default();

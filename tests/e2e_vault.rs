@@ -293,6 +293,8 @@ async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
     // Reinvocation: the patched pod comes back; nothing to add, nothing to write.
     apply_patch(&mut review, &first);
     review["request"]["uid"] = json!("uid-again");
+    // Let the managed-Secret watch deliver the Secret just created.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     rig.standin.reset_counts();
     let (_, again) = webhook.mutate(&review).await;
     assert_eq!(again["uid"], "uid-again");
@@ -307,6 +309,15 @@ async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
         0,
         "a warm admission must not mint tokens"
     );
+    // Warm means from memory: no owner, store or Secret read either (the watch-fed index and
+    // the owner/store caches answer).
+    for resource in ["secrets", "replicasets", "deployments", "secretstores"] {
+        assert_eq!(
+            rig.standin.count("get", resource),
+            0,
+            "warm admission read {resource}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -53,6 +53,18 @@ pub struct Injector {
     pub metrics: Metrics,
     pub digest_key: DigestKey,
     pub fetch_cache: FetchCache,
+    /// Managed Secrets as a watch sees them (metadata only), so a warm admission needs no
+    /// Secret GET. Set by the server once it starts the watch; absent in-process.
+    pub managed_index: std::sync::OnceLock<
+        kube::runtime::reflector::Store<
+            kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>,
+        >,
+    >,
+    /// Owner chains by the pod's controller reference: ReplicaSet → Deployment never changes,
+    /// workload annotations are re-read after the TTL.
+    pub owners: moka::future::Cache<(String, String, String, String), crate::workload::Workload>,
+    /// Resolved (and validated) stores by namespace and reference, for a few seconds.
+    pub stores: moka::future::Cache<(String, crate::spec::StoreRef), ResolvedStore>,
     vault: Arc<VaultProvider>,
     aws: Arc<AwsProvider>,
 }
@@ -69,6 +81,15 @@ impl Injector {
             vault: Arc::new(VaultProvider::new(tokens.clone(), metrics.clone())),
             aws: Arc::new(AwsProvider::new(tokens, metrics.clone())),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
+            managed_index: std::sync::OnceLock::new(),
+            owners: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            stores: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
             client,
             config,
             metrics,

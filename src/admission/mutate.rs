@@ -88,7 +88,7 @@ async fn pipeline(
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
     let client = &injector.client;
 
-    let workload = workload::resolve(client, namespace, pod).await?;
+    let workload = owner_chain(injector, namespace, pod).await?;
     let mut annotations = spec::config_annotations(&workload.annotations);
     annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
 
@@ -120,8 +120,7 @@ async fn pipeline(
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
-            let resolved =
-                store::resolve(client, namespace, &item.store, &injector.config.endpoints).await?;
+            let resolved = resolve_store(injector, namespace, &item.store).await?;
             stores.insert(item.store.clone(), resolved);
         }
     }
@@ -156,7 +155,14 @@ async fn pipeline(
         .collect();
     let mut existing = Vec::with_capacity(targets.len());
     for target in &targets {
-        existing.push(managed::inspect(&secrets_api, target).await?);
+        let indexed = injector
+            .managed_index
+            .get()
+            .and_then(|index| managed::current_in_index(index, target));
+        existing.push(match indexed {
+            Some(current) => current,
+            None => managed::inspect(&secrets_api, target).await?,
+        });
     }
 
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
@@ -223,4 +229,55 @@ async fn pipeline(
         .await?;
     }
     Ok(Some(Mutation { patch, secrets }))
+}
+
+/// The pod's owner chain, cached by its controller reference.
+async fn owner_chain(
+    injector: &Injector,
+    namespace: &str,
+    pod: &Pod,
+) -> Result<workload::Workload, InjectError> {
+    let controller = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .cloned();
+    let Some(r) = controller else {
+        return Ok(workload::resolve(&injector.client, namespace, pod).await?);
+    };
+    let key = (
+        namespace.to_string(),
+        r.kind.clone(),
+        r.name.clone(),
+        r.uid.clone(),
+    );
+    if let Some(w) = injector.owners.get(&key).await {
+        return Ok(w);
+    }
+    let w = workload::resolve(&injector.client, namespace, pod).await?;
+    injector.owners.insert(key, w.clone()).await;
+    Ok(w)
+}
+
+/// A store, resolved and validated, cached for a few seconds.
+async fn resolve_store(
+    injector: &Injector,
+    namespace: &str,
+    reference: &spec::StoreRef,
+) -> Result<ResolvedStore, InjectError> {
+    let key = (namespace.to_string(), reference.clone());
+    if let Some(s) = injector.stores.get(&key).await {
+        return Ok(s);
+    }
+    let s = store::resolve(
+        &injector.client,
+        namespace,
+        reference,
+        &injector.config.endpoints,
+    )
+    .await?;
+    injector.stores.insert(key, s.clone()).await;
+    Ok(s)
 }
