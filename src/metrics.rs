@@ -105,7 +105,7 @@ impl Metrics {
         let refreshes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "refreshes",
-            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned)",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped)",
             refreshes.clone(),
         );
         let rollouts = Family::<KindLabels, Counter>::default();

@@ -308,12 +308,18 @@ impl Refresher {
         }
         info!(namespace = %key.namespace, kind = %key.kind, name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
-        let due: Vec<Key> = self
+        let mut due = Vec::new();
+        for (k, e) in self
             .entries
-            .iter()
-            .filter(|(_, e)| !e.running && owner_of(&e.tracked) == key)
-            .map(|(k, _)| k.clone())
-            .collect();
+            .iter_mut()
+            .filter(|(_, e)| owner_of(&e.tracked) == key)
+        {
+            if e.running {
+                e.rerun = true;
+            } else {
+                due.push(k.clone());
+            }
+        }
         for k in due {
             self.queue.schedule(k, now);
         }

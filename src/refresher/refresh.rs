@@ -115,7 +115,17 @@ const SUPERSEDED: &str = "the Secret was written since this refresh started";
 
 pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Duration) -> Outcome {
     // A labelled Secret alone is not a request: anyone who can write Secrets could forge one.
-    // Act only where the namespace opted in, exactly like the webhook's namespaceSelector.
+    // Act only where the namespace opted in, like the webhook's namespaceSelector (which also
+    // never covers the system namespaces).
+    if matches!(
+        tracked.namespace.as_str(),
+        "kube-system" | "kube-node-lease" | "kube-public"
+    ) {
+        return Outcome::Skipped(format!(
+            "namespace {} is a system namespace",
+            tracked.namespace
+        ));
+    }
     match opted_in(&injector.client, &tracked.namespace).await {
         Ok(true) => {}
         Ok(false) => {
@@ -137,13 +147,15 @@ pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Durat
             return match delete(&injector.client, tracked).await {
                 Ok(()) => Outcome::Orphaned,
                 Err(e) => Outcome::Failed(format!("deleting the orphaned Secret: {e}")),
-            }
+            };
         }
         Ok(false) => {}
         Err(e) => {
             return Outcome::Failed(format!(
-                "checking the owner {}/{}: {e}",
-                tracked.owner_kind, tracked.owner_name
+                "checking the owner {}/{}: {}",
+                tracked.owner_kind,
+                tracked.owner_name,
+                crate::api_error_message(&e)
             ))
         }
     }
@@ -205,7 +217,7 @@ async fn write(
     let mut secret = api
         .get(&tracked.name)
         .await
-        .map_err(|e| format!("reading the Secret: {e}"))?;
+        .map_err(|e| format!("reading the Secret: {}", crate::api_error_message(&e)))?;
     if secret.metadata.resource_version.as_deref() != Some(tracked.resource_version.as_str()) {
         return Err(
             "the Secret was written since this refresh started; it will be checked again".into(),
@@ -217,7 +229,9 @@ async fn write(
         || ann.get(ANN_SOURCE) != Some(&serde_json::to_string(&tracked.source).unwrap_or_default())
         || ann.get(ANN_SERVICE_ACCOUNT) != Some(&tracked.service_account)
     {
-        return Err("the Secret changed hands or source since it was scheduled; skipped".into());
+        // Rewritten since it was scheduled (a new request at admission): the watch brings the
+        // new version, which is checked instead.
+        return Err(SUPERSEDED.into());
     }
     let desired: BTreeMap<String, ByteString> = data
         .iter()

@@ -126,9 +126,15 @@ async fn probe_vault(config: &VaultConfig) -> Result<String, String> {
 async fn probe_aws(config: &AwsConfig) -> Result<String, String> {
     let url = match &config.endpoint {
         Some(u) => u.clone(),
+        // China regions live under amazonaws.com.cn.
         None => url::Url::parse(&format!(
-            "https://secretsmanager.{}.amazonaws.com/",
-            config.region
+            "https://secretsmanager.{}.amazonaws.com{}/",
+            config.region,
+            if config.region.starts_with("cn-") {
+                ".cn"
+            } else {
+                ""
+            }
         ))
         .map_err(|e| e.to_string())?,
     };
