@@ -202,3 +202,32 @@ pub fn spawn(
     });
     rx
 }
+
+/// Run `work` whenever this replica leads: start it on gaining the Lease, drop it on losing it,
+/// return on shutdown. `what` names the work in logs.
+pub async fn run_while_leading<F, Fut>(
+    what: &str,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    mut work: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                r = leading.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+        info!("leading: {what} started");
+        tokio::select! {
+            _ = work() => {}
+            _ = async { while *leading.borrow_and_update() { if leading.changed().await.is_err() { break } } } => {
+                info!("no longer leading: {what} stopped");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

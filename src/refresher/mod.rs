@@ -74,25 +74,13 @@ fn owner_of(t: &Tracked) -> WorkloadKey {
 pub async fn run(
     injector: Arc<Injector>,
     config: RefresherConfig,
-    mut leading: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        while !*leading.borrow_and_update() {
-            tokio::select! {
-                r = leading.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-        }
-        info!("leading: refresher started");
-        tokio::select! {
-            _ = Refresher::new(injector.clone(), config.clone()).run() => {}
-            _ = async { while *leading.borrow_and_update() { if leading.changed().await.is_err() { break } } } => {
-                info!("no longer leading: refresher stopped");
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
+    crate::leader::run_while_leading("refresher", leading, shutdown, || {
+        Refresher::new(injector.clone(), config.clone()).run()
+    })
+    .await;
 }
 
 enum WorkloadEvent {

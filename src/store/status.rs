@@ -260,25 +260,12 @@ async fn run_controllers(ctx: Arc<StatusContext>) {
 /// Run the status controllers whenever this replica leads, until shutdown.
 pub async fn run(
     ctx: StatusContext,
-    mut leading: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(ctx);
-    loop {
-        // Wait to lead.
-        while !*leading.borrow_and_update() {
-            tokio::select! {
-                r = leading.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-        }
-        info!("leading: keeping SecretStore status current");
-        tokio::select! {
-            _ = run_controllers(ctx.clone()) => {}
-            _ = async { while *leading.borrow_and_update() { if leading.changed().await.is_err() { break } } } => {
-                info!("no longer leading: store status paused");
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
+    crate::leader::run_while_leading("store status", leading, shutdown, || {
+        run_controllers(ctx.clone())
+    })
+    .await;
 }

@@ -3,4 +3,5 @@ pub mod moto;
 pub mod openbao;
 pub mod rig;
 pub mod standin;
+pub mod tools;
 pub mod webhook;

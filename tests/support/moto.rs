@@ -10,7 +10,6 @@
 //! `Authorization` header, so every call names the region the store will read from. No AWS
 //! credential of any kind is involved: the header carries a placeholder key id.
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let bin = find_moto();
+        let bin = super::tools::find_tool("MOTO_SERVER", "moto_server");
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -45,7 +44,7 @@ impl Moto {
                 .suffix(".log")
                 .tempfile()
                 .expect("moto log file");
-            let port = free_port();
+            let port = super::tools::free_port();
             let child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 // Keep any real AWS configuration of the machine away from the emulator.
@@ -208,49 +207,6 @@ impl Drop for Moto {
             eprintln!("--- moto log ---\n{}", tail(&self.logs(), 40));
         }
     }
-}
-
-fn find_moto() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MOTO_SERVER") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            is_executable(&bin),
-            "MOTO_SERVER={} is not an executable file; run `make tools` or fix MOTO_SERVER",
-            bin.display()
-        );
-        return bin;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    if is_executable(&venv) {
-        return venv;
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("moto_server");
-            if is_executable(&candidate) {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "moto_server not found (looked at $MOTO_SERVER, {}, and $PATH); run `make tools`",
-        venv.display()
-    );
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
 }
 
 fn tail(text: &str, lines: usize) -> String {

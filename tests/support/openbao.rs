@@ -43,7 +43,7 @@ impl OpenBao {
     /// still works (it re-mounts when the version differs).
     pub async fn start() -> OpenBao {
         install_crypto_provider();
-        let bin = find_bao();
+        let bin = super::tools::find_tool("BAO_BIN", "bao");
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
@@ -57,7 +57,7 @@ impl OpenBao {
                 .tempdir()
                 .expect("create temp dir for OpenBao");
             let log_path = dir.path().join("bao.log");
-            let port = free_port();
+            let port = super::tools::free_port();
             let addr = format!("http://127.0.0.1:{port}");
             let root_token = format!("root-{}", random_alnum(24));
 
@@ -552,46 +552,6 @@ fn placeholder_ca_pem() -> String {
 /// something else already installed one).
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn find_bao() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BAO_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            is_executable(&bin),
-            "BAO_BIN={} is not an executable file; run `make tools` or fix BAO_BIN",
-            bin.display()
-        );
-        return bin;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/bao");
-    if is_executable(&venv) {
-        return venv;
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("bao");
-            if is_executable(&candidate) {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "OpenBao binary `bao` not found (looked at $BAO_BIN, {}, and $PATH); run `make tools`",
-        venv.display()
-    );
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn random_alnum(len: usize) -> String {

@@ -19,14 +19,6 @@ pub struct Webhook {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Webhook {
     pub async fn start(standin: &StandIn) -> Webhook {
         Self::start_with(standin, &[]).await
@@ -50,7 +42,7 @@ impl Webhook {
         let kubeconfig = dir.path().join("kubeconfig");
         standin.write_kubeconfig(&kubeconfig);
         let log = dir.path().join("webhook.log");
-        let (port, admin) = (free_port(), free_port());
+        let (port, admin) = (super::tools::free_port(), super::tools::free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
