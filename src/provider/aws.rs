@@ -106,16 +106,9 @@ struct Session {
     ttl: Duration,
 }
 
-struct SessionExpiry;
-
-impl moka::Expiry<SessionKey, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(
-        &self,
-        _: &SessionKey,
-        value: &Arc<Session>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl super::Expiring for Session {
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -132,7 +125,7 @@ impl AwsProvider {
             tokens,
             sessions: Cache::builder()
                 .max_capacity(10_000)
-                .expire_after(SessionExpiry)
+                .expire_after(super::TtlExpiry)
                 .build(),
             http: https_client(),
             metrics,
@@ -638,7 +631,7 @@ where
         },
         SdkError::DispatchFailure(d) => Failure {
             error: ProviderError::Unreachable {
-                detail: scrub(&error_chain(e)).replace(
+                detail: scrub(&super::error_chain(e)).replace(
                     "dispatch failure",
                     if d.is_timeout() {
                         "connection timed out"
@@ -652,7 +645,7 @@ where
         SdkError::ConstructionFailure(_) => Failure {
             error: ProviderError::InvalidRequest(format!(
                 "the AWS request could not be built: {}",
-                scrub(&error_chain(e))
+                scrub(&super::error_chain(e))
             )),
             stale_credentials: false,
         },
@@ -712,17 +705,6 @@ fn classify_code(status: Option<u16>, code: Option<&str>, message: Option<&str>)
         error,
         stale_credentials,
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn retry_config() -> RetryConfig {
@@ -1066,7 +1048,7 @@ mod tests {
         let local = GuardedDns.resolve_dns("localhost").await.unwrap();
         assert!(!local.is_empty());
         let e = GuardedDns.resolve_dns("169.254.169.254").await.unwrap_err();
-        let chain = error_chain(&e);
+        let chain = crate::provider::error_chain(&e);
         assert!(chain.contains("never contacted"), "{chain}");
     }
 

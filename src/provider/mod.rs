@@ -15,6 +15,37 @@ use crate::redact::SecretBytes;
 use crate::spec::RemoteRef;
 use crate::store::ResolvedStore;
 
+/// A cached login or credential set that knows how long it may be reused.
+pub(crate) trait Expiring {
+    fn ttl(&self) -> std::time::Duration;
+}
+
+/// moka per-entry expiry for [`Expiring`] values: each entry lives exactly its own TTL.
+pub(crate) struct TtlExpiry;
+
+impl<K, V: Expiring> moka::Expiry<K, std::sync::Arc<V>> for TtlExpiry {
+    fn expire_after_create(
+        &self,
+        _: &K,
+        value: &std::sync::Arc<V>,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(value.ttl())
+    }
+}
+
+/// An error with its sources, `a: b: c`. Callers scrub it before showing it.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// What one remote key holds.
 #[derive(Clone, Debug)]
 pub enum RemoteSecret {

@@ -41,16 +41,9 @@ struct Session {
     ttl: Duration,
 }
 
-struct SessionExpiry;
-
-impl moka::Expiry<SessionKey, Arc<Session>> for SessionExpiry {
-    fn expire_after_create(
-        &self,
-        _: &SessionKey,
-        value: &Arc<Session>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl super::Expiring for Session {
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
@@ -72,7 +65,7 @@ impl VaultProvider {
             tokens,
             sessions: Cache::builder()
                 .max_capacity(10_000)
-                .expire_after(SessionExpiry)
+                .expire_after(super::TtlExpiry)
                 .build(),
             http: Cache::builder().max_capacity(256).build(),
             metrics,
@@ -416,7 +409,7 @@ fn classify(e: ClientError) -> ProviderError {
             }
         }
         ClientError::RestClientError { source } => ProviderError::Unreachable {
-            detail: scrub(&error_chain(&source)),
+            detail: scrub(&super::error_chain(&source)),
         },
         ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => ProviderError::Backend {
             detail: "Vault returned an empty response".into(),
@@ -444,17 +437,6 @@ fn tidy_vault_errors(errors: &[String]) -> String {
         }
     }
     parts.join("; ")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

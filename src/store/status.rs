@@ -85,14 +85,7 @@ fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    scrub(&out)
+    scrub(&crate::provider::error_chain(e))
 }
 
 async fn probe_vault(config: &VaultConfig) -> Result<String, String> {
