@@ -1,20 +1,18 @@
 //! In-process HTTP layer: the library's Router driven with `tower::ServiceExt::oneshot` and the
 //! AdmissionReview fixtures under tests/fixtures/, against the Kubernetes API stand-in.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
+use k8s_standin::StandIn;
 use secret_injector::admission::{Injector, InjectorConfig};
 use secret_injector::managed::DigestKey;
 use secret_injector::metrics::Metrics;
 use secret_injector::store::EndpointPolicy;
 use serde_json::{json, Value};
-use support::standin::StandIn;
 use tower::ServiceExt;
 
 fn fixture(name: &str) -> Value {

@@ -3,7 +3,7 @@
 //!
 //! `Moto::start()` runs `moto_server -H 127.0.0.1 -p <free port>`, waits until it answers, and
 //! kills it when dropped. The binary is found through `MOTO_SERVER`, then
-//! `<crate>/.venv/bin/moto_server` (what `make tools` installs), then `PATH`.
+//! `<repository>/.venv/bin/moto_server` (what `make tools` installs), then `PATH`.
 //!
 //! Secrets are created through the Secrets Manager JSON protocol with plain reqwest. moto does
 //! not verify signatures, but it takes the region from the credential scope of the
@@ -31,7 +31,7 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let bin = super::tools::find_tool("MOTO_SERVER", "moto_server");
+        let bin = crate::tools::find_tool("MOTO_SERVER", "moto_server");
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -44,7 +44,7 @@ impl Moto {
                 .suffix(".log")
                 .tempfile()
                 .expect("moto log file");
-            let port = super::tools::free_port();
+            let port = crate::tools::free_port();
             let child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 // Keep any real AWS configuration of the machine away from the emulator.

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The repository root (this crate is `tests/rig/` in it), where `make tools` puts `.venv`.
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
 /// `$<env_var>`, else `.venv/bin/<name>` in the repository, else `$PATH`.
 pub fn find_tool(env_var: &str, name: &str) -> PathBuf {
     if let Some(bin) = std::env::var_os(env_var) {
@@ -13,9 +16,7 @@ pub fn find_tool(env_var: &str, name: &str) -> PathBuf {
         );
         return bin;
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
+    let venv = Path::new(REPOSITORY).join(".venv/bin").join(name);
     if is_executable(&venv) {
         return venv;
     }

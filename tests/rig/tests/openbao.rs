@@ -1,14 +1,12 @@
-//! Checks that the OpenBao test harness (tests/support/openbao.rs) drives a real server the way
+//! Checks that the OpenBao test harness (src/openbao.rs) drives a real server the way
 //! the other tests assume. Kubernetes-auth logins need the Kubernetes stand-in and are exercised
 //! elsewhere; here the Kubernetes auth method is only configured and read back.
-
-mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use serde_json::json;
-use support::openbao::OpenBao;
+use test_rig::openbao::OpenBao;
 
 #[tokio::test]
 async fn starts_on_loopback_with_random_root_token() {

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use super::openbao::OpenBao;
-use super::standin::StandIn;
+use crate::openbao::OpenBao;
+use k8s_standin::StandIn;
 
 pub const NS: &str = "payments";
 pub const SA: &str = "payments-api";

@@ -2,7 +2,7 @@
 //!
 //! `OpenBao::start()` runs `bao server -dev` on a free loopback port with a random root token,
 //! waits until `/v1/sys/health` answers 200, and kills the process when the value is dropped.
-//! The binary is found through `BAO_BIN`, then `<crate>/.venv/bin/bao` (what `make tools`
+//! The binary is found through `BAO_BIN`, then `<repository>/.venv/bin/bao` (what `make tools`
 //! installs), then `PATH`.
 //!
 //! The helpers that configure the server (`enable_kv`, `write_policy`, …) panic with the server's
@@ -43,7 +43,7 @@ impl OpenBao {
     /// still works (it re-mounts when the version differs).
     pub async fn start() -> OpenBao {
         install_crypto_provider();
-        let bin = super::tools::find_tool("BAO_BIN", "bao");
+        let bin = crate::tools::find_tool("BAO_BIN", "bao");
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
@@ -57,7 +57,7 @@ impl OpenBao {
                 .tempdir()
                 .expect("create temp dir for OpenBao");
             let log_path = dir.path().join("bao.log");
-            let port = super::tools::free_port();
+            let port = crate::tools::free_port();
             let addr = format!("http://127.0.0.1:{port}");
             let root_token = format!("root-{}", random_alnum(24));
 

@@ -1,14 +1,26 @@
 //! The real `secret-injector` binary, serving over TLS with a throwaway CA, against the
 //! stand-in API. Logs go to a file so tests can scan them for leaked values.
+//!
+//! This crate cannot name the package under test, so the caller passes what only it has: the
+//! binary's path (`CARGO_BIN_EXE_secret-injector`) and a certificate from the webhook's own
+//! generator (`secret_injector::certs::generate`). tests/support/mod.rs does both for the
+//! integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::standin::StandIn;
+use k8s_standin::StandIn;
+
+/// A serving certificate for `localhost`/`127.0.0.1` and the CA that signed it, in PEM.
+pub struct Tls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
 
 pub struct Webhook {
     child: Child,
@@ -20,20 +32,12 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub async fn start(standin: &StandIn) -> Webhook {
-        Self::start_with(standin, &[]).await
-    }
-
-    pub async fn start_with(standin: &StandIn, extra_args: &[&str]) -> Webhook {
+    /// Run `binary serve` with `tls`, a test HMAC key and a kubeconfig for `standin`, plus
+    /// `extra_args`; returns once `/readyz` answers.
+    pub async fn start(binary: &Path, tls: Tls, standin: &StandIn, extra_args: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
-        let generated = secret_injector::certs::generate(
-            &["localhost".into()],
-            &["127.0.0.1".parse().unwrap()],
-            1,
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("tls.crt"), &generated.cert_pem).unwrap();
-        std::fs::write(dir.path().join("tls.key"), &generated.key_pem).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &tls.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &tls.key_pem).unwrap();
         std::fs::write(
             dir.path().join("hmac.key"),
             "0123456789abcdef0123456789abcdef-test-key",
@@ -42,8 +46,8 @@ impl Webhook {
         let kubeconfig = dir.path().join("kubeconfig");
         standin.write_kubeconfig(&kubeconfig);
         let log = dir.path().join("webhook.log");
-        let (port, admin) = (super::tools::free_port(), super::tools::free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+        let (port, admin) = (crate::tools::free_port(), crate::tools::free_port());
+        let child = Command::new(binary)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -69,7 +73,7 @@ impl Webhook {
             .kill_on_drop(true)
             .spawn()
             .expect("spawning secret-injector");
-        let ca = reqwest::Certificate::from_pem(generated.ca_pem.as_bytes()).unwrap();
+        let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .tls_certs_only([ca])
