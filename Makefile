@@ -23,7 +23,7 @@ STAMP   := $(VENV)/.tools-stamp
 OPENBAO_VERSION := 2.7.2
 MOTO_VERSION    := 5.2.5
 
-# The tests find the backends through these (see tests/support/openbao.rs).
+# The tests find the backends through these (see tests/rig/src/tools.rs).
 TEST_ENV := BAO_BIN=$(VENV)/bin/bao MOTO_SERVER=$(VENV)/bin/moto_server
 
 CRD_FILE        := deploy/crds/secret-injector.io_crds.yaml
@@ -51,8 +51,9 @@ $(STAMP): Makefile
 build: check-cargo
 	$(CARGO) build --release --locked
 
+# --workspace: the stand-in's and the rig's self-tests live in the workspace members under tests/.
 test: tools
-	$(TEST_ENV) $(CARGO) test --locked
+	$(TEST_ENV) $(CARGO) test --workspace --locked
 
 demo: tools
 	$(TEST_ENV) $(CARGO) test --locked --test demo -- --nocapture
@@ -63,7 +64,7 @@ bench: tools
 
 lint: check-cargo
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 crds: check-cargo
 	@mkdir -p $(dir $(CRD_FILE))

@@ -9,8 +9,21 @@
 //! real OpenBao can verify them.
 //!
 //! What it deliberately does not model (RBAC, admission, controllers, garbage collection,
-//! server-side-apply field ownership, …) is listed in `STANDIN.md` next to this file.
+//! server-side-apply field ownership, …) is listed in `STANDIN.md` beside this crate's
+//! Cargo.toml. `tests/semantics/` proves each modelled behaviour, one file per concern.
 //!
+//! Modules, by concern:
+//!
+//! * `instance`: the public [`StandIn`] handle (start, seed, inspect, count, inject failures)
+//! * `resources`: the table of served resources
+//! * `store`: objects, the global resourceVersion, watch history, counters; the write verbs
+//! * `list`: list selection and `limit`/`continue` pagination
+//! * `selectors`: label and field selectors
+//! * `watch`: watch replay, `410 Expired`, bookmarks, the streaming response
+//! * `tokens`: the signing key, TokenRequest JWTs, TokenReview
+//! * `validation`: decoding and validating request bodies; `status`: `metav1.Status` errors
+//! * `object`: JSON metadata helpers, time, uids
+//! * `router`: paths, queries, counting, discovery; `handlers`: the non-watch verbs
 
 mod handlers;
 mod instance;

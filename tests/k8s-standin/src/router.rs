@@ -33,10 +33,6 @@ pub(crate) fn text_response(code: u16, text: &'static str) -> Response {
         .expect("build response")
 }
 
-// ============================================================================================
-// HTTP: routing and handlers
-// ============================================================================================
-
 /// A request's query string.
 pub(crate) struct Query(Vec<(String, String)>);
 
