@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::helpers::{api_error, deployment, raw, rv, secret};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_standin::StandIn;
 use kube::api::{Api, DynamicObject, ListParams, PostParams, WatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
+
+use crate::helpers::{api_error, deployment, raw, rv, secret};
 
 #[tokio::test]
 async fn cluster_scoped_and_custom_resources() {

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::helpers::{api_error, raw, secret};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use k8s_standin::StandIn;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
+
+use crate::helpers::{api_error, raw, secret};
 
 #[tokio::test]
 async fn typed_crud_fills_metadata_and_merges_string_data() {

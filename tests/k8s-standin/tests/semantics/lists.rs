@@ -1,10 +1,11 @@
 //! Lists: label and field selectors, list shape and pagination.
 
-use crate::helpers::{api_error, raw};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_standin::StandIn;
 use kube::api::{Api, ListParams};
 use serde_json::json;
+
+use crate::helpers::{api_error, raw};
 
 async fn names(api: &Api<Secret>, lp: &ListParams) -> Vec<String> {
     api.list(lp)

@@ -1,10 +1,11 @@
 //! TokenRequest, TokenReview, and verifying issued tokens with the JWKS and public key.
 
-use crate::helpers::{decode_claims, raw, token_request, token_review};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_standin::StandIn;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
+
+use crate::helpers::{decode_claims, raw, token_request, token_review};
 
 #[tokio::test]
 async fn token_request_semantics() {

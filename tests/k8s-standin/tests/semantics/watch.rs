@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::helpers::{eventually, raw, rv, secret};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_standin::StandIn;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::{json, Value};
+
+use crate::helpers::{eventually, raw, rv, secret};
 
 #[tokio::test]
 async fn watch_replays_history_and_synthesises_initial_state() {

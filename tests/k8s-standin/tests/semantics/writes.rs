@@ -1,13 +1,14 @@
 //! Write semantics: generateName, dry run, generation and status, no-op updates, patch
 //! content types, delete preconditions and finalizers.
 
-use crate::helpers::{api_error, deployment, raw, rv, secret};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use k8s_standin::StandIn;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
+
+use crate::helpers::{api_error, deployment, raw, rv, secret};
 
 #[tokio::test]
 async fn generate_name_and_dry_run() {
