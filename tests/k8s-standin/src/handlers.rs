@@ -171,7 +171,7 @@ pub(crate) fn object_filter(
     })
 }
 
-pub(crate) fn delete_options(body: &[u8]) -> ApiResult<Value> {
+fn delete_options(body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -187,7 +187,7 @@ pub(crate) enum PatchType {
 }
 
 impl PatchType {
-    pub(crate) fn from_headers(headers: &HeaderMap, info: &ResourceInfo) -> ApiResult<PatchType> {
+    fn from_headers(headers: &HeaderMap, info: &ResourceInfo) -> ApiResult<PatchType> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -206,7 +206,7 @@ impl PatchType {
         }
     }
 
-    pub(crate) fn parse_body(self, body: &[u8]) -> ApiResult<Value> {
+    fn parse_body(self, body: &[u8]) -> ApiResult<Value> {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let parsed: Value = match serde_json::from_str(text) {
             Ok(value) => value,

@@ -111,7 +111,7 @@ pub(crate) fn new_uid() -> String {
 
 /// Five characters from the alphabet the real server uses for `generateName`.
 pub(crate) fn random_suffix() -> String {
-    pub(crate) const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)

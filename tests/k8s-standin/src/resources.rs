@@ -163,7 +163,7 @@ pub(crate) static RESOURCES: [ResourceInfo; 21] = [
 ];
 
 /// Look a resource up by its id (`secrets`, `events.events.k8s.io`) or `plural.group`.
-pub(crate) fn find_resource(name: &str) -> Option<&'static ResourceInfo> {
+fn find_resource(name: &str) -> Option<&'static ResourceInfo> {
     RESOURCES
         .iter()
         .find(|r| r.id == name)

@@ -25,7 +25,7 @@ pub(crate) fn json_response(code: u16, value: &Value) -> Response {
         .expect("build response")
 }
 
-pub(crate) fn text_response(code: u16, text: &'static str) -> Response {
+fn text_response(code: u16, text: &'static str) -> Response {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -69,7 +69,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The counter key: `secrets`, `deployments/status`, `serviceaccounts/token`.
-    pub(crate) fn count_key(&self) -> String {
+    fn count_key(&self) -> String {
         let base = self
             .info
             .map(|i| i.id.to_string())
@@ -81,12 +81,12 @@ impl Target {
     }
 }
 
-pub(crate) enum Route {
+enum Route {
     Discovery { group: String, version: String },
     Resource(Target),
 }
 
-pub(crate) fn parse_route(path: &str) -> Option<Route> {
+fn parse_route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -132,7 +132,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
     }))
 }
 
-pub(crate) fn verb_for(method: &Method, target: &Target, query: &Query) -> &'static str {
+fn verb_for(method: &Method, target: &Target, query: &Query) -> &'static str {
     match (method.as_str(), target.name.is_some()) {
         ("GET", false) if query.flag("watch") => "watch",
         ("GET", false) => "list",
@@ -146,8 +146,7 @@ pub(crate) fn verb_for(method: &Method, target: &Target, query: &Query) -> &'sta
     }
 }
 
-pub(crate) const WRITE_VERBS: [&str; 5] =
-    ["create", "update", "patch", "delete", "deletecollection"];
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
 pub(crate) async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -220,7 +219,7 @@ pub(crate) async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Req
 }
 
 /// An object (or list) reduced to `PartialObjectMetadata` (or `PartialObjectMetadataList`).
-pub(crate) fn partial_metadata(value: Value) -> Value {
+fn partial_metadata(value: Value) -> Value {
     if value["kind"] == "Status" {
         return value;
     }
@@ -236,7 +235,7 @@ pub(crate) fn partial_metadata(value: Value) -> Value {
 }
 
 /// One watch line with its object reduced to metadata (ERROR Status events pass through).
-pub(crate) fn metadata_only_event(line: Bytes) -> Bytes {
+fn metadata_only_event(line: Bytes) -> Bytes {
     let Ok(mut event) = serde_json::from_slice::<Value>(&line) else {
         return line;
     };
@@ -251,7 +250,7 @@ pub(crate) fn metadata_only_event(line: Bytes) -> Bytes {
 
 impl Inner {
     /// Count a request; returns an injected failure if one is armed for it.
-    pub(crate) fn record_request(&self, verb: &str, key: &str, dry_run: bool) -> Option<ApiError> {
+    fn record_request(&self, verb: &str, key: &str, dry_run: bool) -> Option<ApiError> {
         let mut state = self.state();
         state.total_requests += 1;
         *state
@@ -279,7 +278,7 @@ impl Inner {
     }
 
     /// Endpoints that do not name a resource and are not counted.
-    pub(crate) fn unmetered(&self, method: &Method, path: &str) -> Option<Response> {
+    fn unmetered(&self, method: &Method, path: &str) -> Option<Response> {
         if method != Method::GET {
             return None;
         }
@@ -341,7 +340,7 @@ impl Inner {
     }
 
     /// `GET /api/v1`, `GET /apis/{group}/{version}`: an APIResourceList.
-    pub(crate) fn group_version_discovery(&self, group: &str, version: &str) -> Response {
+    fn group_version_discovery(&self, group: &str, version: &str) -> Response {
         let served: Vec<&ResourceInfo> = RESOURCES
             .iter()
             .filter(|r| r.group == group && r.version == version)

@@ -57,7 +57,7 @@ impl ObjectFilter {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum LabelOp {
+enum LabelOp {
     Equals,
     NotEquals,
     In,
@@ -69,7 +69,7 @@ pub(crate) enum LabelOp {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Requirement {
+struct Requirement {
     pub(crate) key: String,
     pub(crate) op: LabelOp,
     pub(crate) values: Vec<String>,
@@ -80,7 +80,7 @@ pub(crate) struct Requirement {
 pub(crate) struct LabelSelector(Vec<Requirement>);
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Token {
+enum Token {
     Ident(String),
     Equals,
     DoubleEquals,
@@ -116,7 +116,7 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
-    pub(crate) fn lex(selector: &str) -> Result<Vec<Token>, String> {
+    fn lex(selector: &str) -> Result<Vec<Token>, String> {
         let mut tokens = Vec::new();
         let mut chars = selector.chars().peekable();
         while let Some(c) = chars.next() {
@@ -159,10 +159,7 @@ impl LabelSelector {
         Ok(tokens)
     }
 
-    pub(crate) fn requirement(
-        tokens: &[Token],
-        mut pos: usize,
-    ) -> Result<(Requirement, usize), String> {
+    fn requirement(tokens: &[Token], mut pos: usize) -> Result<(Requirement, usize), String> {
         let negated = tokens.get(pos) == Some(&Token::Bang);
         if negated {
             pos += 1;
@@ -348,7 +345,7 @@ impl FieldSelector {
     }
 }
 
-pub(crate) fn split_unescaped(s: &str, separator: char) -> Vec<String> {
+fn split_unescaped(s: &str, separator: char) -> Vec<String> {
     let mut parts = vec![String::new()];
     let mut escaped = false;
     for c in s.chars() {
@@ -367,7 +364,7 @@ pub(crate) fn split_unescaped(s: &str, separator: char) -> Vec<String> {
     parts
 }
 
-pub(crate) fn unescape(s: &str) -> String {
+fn unescape(s: &str) -> String {
     let mut out = String::new();
     let mut escaped = false;
     for c in s.chars() {

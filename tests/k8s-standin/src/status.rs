@@ -12,7 +12,7 @@ pub(crate) struct ApiError {
     pub(crate) code: u16,
     pub(crate) reason: &'static str,
     pub(crate) message: String,
-    pub(crate) details: Option<Value>,
+    details: Option<Value>,
 }
 
 impl ApiError {
@@ -30,7 +30,7 @@ impl ApiError {
         self
     }
 
-    pub(crate) fn resource_details(info: &ResourceInfo, name: &str) -> Value {
+    fn resource_details(info: &ResourceInfo, name: &str) -> Value {
         let mut details = json!({"name": name, "kind": info.plural});
         if !info.group.is_empty() {
             details["group"] = json!(info.group);
@@ -186,7 +186,7 @@ impl ApiError {
 pub(crate) struct FieldError {
     pub(crate) field: String,
     pub(crate) kind: FieldErrorKind,
-    pub(crate) detail: String,
+    detail: String,
 }
 
 #[derive(Debug)]

@@ -103,7 +103,7 @@ impl Inner {
     }
 }
 
-pub(crate) fn key_of(object: &Value) -> ObjectKey {
+fn key_of(object: &Value) -> ObjectKey {
     (
         meta_str(object, "namespace").unwrap_or("").to_string(),
         meta_str(object, "name").unwrap_or("").to_string(),
@@ -141,13 +141,13 @@ impl State {
         self.bucket(info)?.get(&(ns.to_string(), name.to_string()))
     }
 
-    pub(crate) fn next_rv(&mut self) -> u64 {
+    fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
     }
 
     /// Persist a change and publish it. `object` already carries its new resourceVersion.
-    pub(crate) fn commit(
+    fn commit(
         &mut self,
         info: &'static ResourceInfo,
         kind: EventKind,

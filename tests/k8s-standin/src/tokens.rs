@@ -21,16 +21,16 @@ use crate::{
 };
 
 pub(crate) struct SigningKeys {
-    pub(crate) encoding: jsonwebtoken::EncodingKey,
+    encoding: jsonwebtoken::EncodingKey,
     pub(crate) decoding: jsonwebtoken::DecodingKey,
     pub(crate) public_pem: String,
     pub(crate) kid: String,
-    pub(crate) modulus: String,
-    pub(crate) exponent: String,
+    modulus: String,
+    exponent: String,
 }
 
 /// rand 0.9's thread RNG behind the rand_core 0.6 traits that `rsa` 0.9 wants.
-pub(crate) struct KeyGenRng;
+struct KeyGenRng;
 
 impl rsa::rand_core::RngCore for KeyGenRng {
     fn next_u32(&mut self) -> u32 {
@@ -132,16 +132,16 @@ impl SigningKeys {
 }
 
 /// Who a valid token authenticates.
-pub(crate) struct AuthenticatedUser {
+struct AuthenticatedUser {
     pub(crate) username: String,
     pub(crate) uid: String,
     pub(crate) groups: Vec<String>,
-    pub(crate) extra: BTreeMap<String, Vec<String>>,
+    extra: BTreeMap<String, Vec<String>>,
     pub(crate) audiences: Vec<String>,
 }
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
-pub(crate) fn go_quoted_list(items: &[String]) -> String {
+fn go_quoted_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
     format!("[{}]", quoted.join(" "))
 }
@@ -150,7 +150,7 @@ impl State {
     /// Validate a service-account token as the API server does for bearer tokens and
     /// TokenReview: signature, time window (60s leeway), issuer, audiences, and that the
     /// ServiceAccount (and bound pod/secret) still exists with the uid in the token.
-    pub(crate) fn authenticate(
+    fn authenticate(
         &self,
         keys: &SigningKeys,
         token: &str,
@@ -303,7 +303,7 @@ impl State {
         result
     }
 
-    pub(crate) fn token_request_inner(
+    fn token_request_inner(
         &mut self,
         keys: &SigningKeys,
         namespace: &str,
@@ -428,7 +428,7 @@ impl State {
         Ok(request)
     }
 
-    pub(crate) fn bound_object(
+    fn bound_object(
         &self,
         namespace: &str,
         sa_name: &str,

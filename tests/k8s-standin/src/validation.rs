@@ -130,7 +130,7 @@ pub(crate) fn decode_resource(info: &ResourceInfo, object: &mut Value) -> ApiRes
 }
 
 /// Every value of `object[field]` must be standard base64 (Go's decoder skips CR/LF).
-pub(crate) fn decode_base64_map(object: &Value, field: &str) -> Result<(), String> {
+fn decode_base64_map(object: &Value, field: &str) -> Result<(), String> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(map)) => {
@@ -168,7 +168,7 @@ pub(crate) fn decode_base64_map(object: &Value, field: &str) -> Result<(), Strin
     }
 }
 
-pub(crate) fn json_type_name(value: &Value) -> &'static str {
+fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -179,13 +179,13 @@ pub(crate) fn json_type_name(value: &Value) -> &'static str {
     }
 }
 
-pub(crate) const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-pub(crate) const LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-pub(crate) const CONFIG_KEY_MESSAGE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-pub(crate) const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-pub(crate) const QUALIFIED_NAME_MESSAGE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const CONFIG_KEY_MESSAGE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_MESSAGE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
-pub(crate) fn is_dns_label_part(s: &str) -> bool {
+fn is_dns_label_part(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes
@@ -195,7 +195,7 @@ pub(crate) fn is_dns_label_part(s: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-pub(crate) fn dns1123_label_errors(field: &str, value: &str) -> Vec<FieldError> {
+fn dns1123_label_errors(field: &str, value: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if value.len() > 63 {
         errors.push(FieldError::invalid(
@@ -210,7 +210,7 @@ pub(crate) fn dns1123_label_errors(field: &str, value: &str) -> Vec<FieldError> 
     errors
 }
 
-pub(crate) fn dns1123_subdomain_errors(field: &str, value: &str) -> Vec<FieldError> {
+fn dns1123_subdomain_errors(field: &str, value: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if value.len() > 253 {
         errors.push(FieldError::invalid(
@@ -226,7 +226,7 @@ pub(crate) fn dns1123_subdomain_errors(field: &str, value: &str) -> Vec<FieldErr
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63 characters.
-pub(crate) fn is_qualified_name_part(s: &str) -> bool {
+fn is_qualified_name_part(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
@@ -237,7 +237,7 @@ pub(crate) fn is_qualified_name_part(s: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
-pub(crate) fn is_qualified_name(key: &str) -> bool {
+fn is_qualified_name(key: &str) -> bool {
     match key.split_once('/') {
         Some((prefix, name)) => {
             prefix.len() <= 253
@@ -300,7 +300,7 @@ pub(crate) fn validate_metadata(info: &ResourceInfo, object: &Value) -> Vec<Fiel
     errors
 }
 
-pub(crate) fn config_key_errors(field: &str, key: &str) -> Vec<FieldError> {
+fn config_key_errors(field: &str, key: &str) -> Vec<FieldError> {
     let path = format!("{field}[{key}]");
     let mut errors = Vec::new();
     if key.len() > 253 {
@@ -331,7 +331,7 @@ pub(crate) fn config_key_errors(field: &str, key: &str) -> Vec<FieldError> {
     errors
 }
 
-pub(crate) fn map_keys<'a>(object: &'a Value, field: &str) -> Vec<&'a String> {
+fn map_keys<'a>(object: &'a Value, field: &str) -> Vec<&'a String> {
     object
         .get(field)
         .and_then(Value::as_object)
@@ -432,11 +432,7 @@ pub(crate) fn validate_resource(
 }
 
 /// Secrets and ConfigMaps marked `immutable: true` may not change data or drop the mark.
-pub(crate) fn immutable_data_errors(
-    object: &Value,
-    old: &Value,
-    fields: &[&str],
-) -> Vec<FieldError> {
+fn immutable_data_errors(object: &Value, old: &Value, fields: &[&str]) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if old["immutable"].as_bool() != Some(true) {
         return errors;

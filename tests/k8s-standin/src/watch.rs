@@ -133,14 +133,14 @@ impl Inner {
     }
 }
 
-pub(crate) fn event_line(kind: &str, object: &Value) -> Bytes {
+fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line =
         serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serialise event");
     line.push(b'\n');
     Bytes::from(line)
 }
 
-pub(crate) fn too_large_event(asked: u64, current: u64) -> Bytes {
+fn too_large_event(asked: u64, current: u64) -> Bytes {
     let status = ApiError::new(
         504,
         "Timeout",
@@ -152,14 +152,14 @@ pub(crate) fn too_large_event(asked: u64, current: u64) -> Bytes {
 }
 
 /// One open watch: forwards matching events until timeout, disconnect, lag or shutdown.
-pub(crate) struct WatchStream {
+struct WatchStream {
     pub(crate) filter: ObjectFilter,
-    pub(crate) receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    receiver: broadcast::Receiver<Arc<StoredEvent>>,
     /// Every event up to this resourceVersion has been considered (what a BOOKMARK reports).
-    pub(crate) last_rv: u64,
-    pub(crate) sender: mpsc::Sender<Bytes>,
+    last_rv: u64,
+    sender: mpsc::Sender<Bytes>,
     pub(crate) bookmarks: Option<Duration>,
-    pub(crate) deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -216,7 +216,7 @@ impl WatchStream {
         }
     }
 
-    pub(crate) fn line_for(&mut self, event: &StoredEvent) -> Option<Bytes> {
+    fn line_for(&mut self, event: &StoredEvent) -> Option<Bytes> {
         if event.rv <= self.last_rv {
             return None;
         }
