@@ -20,7 +20,11 @@
 //! - Lease renewal is capped by the role's `max_ttl`; a lease past its max TTL cannot be renewed.
 //! - Minimal policy: `read` on `database/creds/<role>`, `update` on
 //!   `sys/leases/renew/database/creds/<role>/*` and `sys/leases/revoke/database/creds/<role>/*`
-//!   (path form, scoped to the role) and, for look-ups, `update` on `sys/leases/lookup`.
+//!   (path form, scoped to the role) and, for look-ups, `update` on `sys/leases/lookup`. The
+//!   default policy alone already grants body-form `sys/leases/renew` and `sys/leases/lookup`
+//!   for any lease id, never revoke.
+//! - Kubernetes auth roles accept the same `token_type` / `token_period` /
+//!   `token_explicit_max_ttl` / `token_no_default_policy` parameters as the JWT roles used here.
 //! - PKI: `pki/issue/<role>` creates no lease unless the role sets `generate_lease`.
 
 mod support;
@@ -1139,3 +1143,57 @@ impl rsa::rand_core::RngCore for Rng09 {
 }
 
 impl rsa::rand_core::CryptoRng for Rng09 {}
+
+/// The Kubernetes auth method takes the same `token_*` role parameters the JWT tests above
+/// exercise (OpenBao's shared token fields): `token_type=batch`, `token_period`,
+/// `token_explicit_max_ttl`, `token_no_default_policy` are accepted and read back, so each
+/// finding above applies to Kubernetes-auth logins too. An unknown `token_type` is refused.
+#[tokio::test]
+async fn kubernetes_auth_roles_accept_the_token_lifetime_parameters() {
+    let bao = OpenBao::start().await;
+    bao.enable_kubernetes_auth("kubernetes", "http://127.0.0.1:9", "reviewer-jwt")
+        .await;
+    for (role, params) in [
+        (
+            "periodic",
+            json!({"token_period": 3600, "token_explicit_max_ttl": 86400,
+                   "token_no_default_policy": true}),
+        ),
+        ("batch", json!({"token_type": "batch", "token_ttl": 900})),
+    ] {
+        let mut body = json!({
+            "bound_service_account_names": ["payments-api"],
+            "bound_service_account_namespaces": ["payments"],
+            "token_policies": ["workload"],
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(params.as_object().unwrap().clone());
+        must(
+            &bao,
+            Method::POST,
+            &format!("auth/kubernetes/role/{role}"),
+            body,
+        )
+        .await;
+        let back = bao
+            .api(Method::GET, &format!("auth/kubernetes/role/{role}"), None)
+            .await
+            .unwrap()["data"]
+            .clone();
+        for (k, v) in params.as_object().unwrap() {
+            assert_eq!(&back[k], v, "{role}.{k}: {back}");
+        }
+    }
+    let err = bao
+        .api(
+            Method::POST,
+            "auth/kubernetes/role/bad",
+            Some(json!({"bound_service_account_names": ["a"],
+                        "bound_service_account_namespaces": ["b"],
+                        "token_type": "forever"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, 400, "{err:?}");
+}
