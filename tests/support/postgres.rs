@@ -65,7 +65,7 @@ impl Postgres {
         for attempt in 1..=START_ATTEMPTS {
             let dir = tempfile::Builder::new()
                 .prefix("postgres-test-")
-                .tempdir()
+                .tempdir_in(temp_base(as_root))
                 .expect("create temp dir for PostgreSQL");
             let password = random_password();
             let data_dir = dir.path().join("data");
@@ -385,6 +385,20 @@ pub fn find_bin_dir() -> PathBuf {
              /usr/lib/postgresql/*/bin); run `make tools` (installs Debian's `postgresql`)"
         )
     })
+}
+
+/// `$TMPDIR` (or /tmp); as root, /tmp when `$TMPDIR` is not searchable by the `postgres` user.
+fn temp_base(as_root: bool) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir();
+    let searchable = std::fs::metadata(&base)
+        .map(|m| m.permissions().mode() & 0o001 != 0)
+        .unwrap_or(false);
+    if as_root && !searchable {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
