@@ -48,6 +48,23 @@ $(STAMP): Makefile
 	test -x $(VENV)/bin/moto_server
 	touch $@
 
+# PostgreSQL server binaries for the dynamic-secrets rig (tests/support/postgres.rs starts its own
+# throw-away clusters): Debian's `postgresql` package when no `initdb` is found. No cluster is
+# created and no service is left running (create_main_cluster = false).
+.PHONY: postgresql
+tools: postgresql
+postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL: $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1 || command -v initdb)"; \
+	else \
+		sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$sudo mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" | $$sudo tee /etc/postgresql-common/createcluster.d/50-no-main-cluster.conf >/dev/null; \
+		$$sudo apt-get update -qq; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+		ls /usr/lib/postgresql/*/bin/initdb; \
+	fi
+
 build: check-cargo
 	$(CARGO) build --release --locked
 
