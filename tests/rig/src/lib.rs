@@ -14,5 +14,6 @@
 pub mod moto;
 pub mod openbao;
 pub mod payments;
+pub mod postgres;
 pub mod tools;
 pub mod webhook;
