@@ -1,9 +1,11 @@
-//! SecretStore / ClusterSecretStore: CRD types, resolution by name, and the validation shared
-//! by the runtime and the validating webhook.
+//! SecretStore / ClusterSecretStore: CRD types (and their YAML), resolution by name, the
+//! validation shared by the runtime and the validating webhook, and the status controller.
+//! Per-backend knowledge (configuration, rules, probes) lives in [`crate::provider`].
 
-mod policy;
+pub mod crd;
+pub(crate) mod policy;
 pub mod status;
-mod types;
+pub mod types;
 mod validate;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,7 +16,10 @@ pub use policy::{
     parse_list as parse_endpoint_list, EndpointPattern, EndpointPolicy, DEFAULT_AWS_ENDPOINTS,
 };
 pub use types::*;
-pub use validate::*;
+pub use validate::{validate_conditions, validate_provider, validate_store, Verdict};
+
+/// Provider types that store users name through this module.
+pub use crate::provider::{FieldError, ProviderConfig, Validated};
 
 use crate::spec::{StoreKind, StoreRef};
 

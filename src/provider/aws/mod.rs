@@ -1,0 +1,191 @@
+//! AWS Secrets Manager with the pod's own IRSA identity.
+//!
+//! The webhook does what the pod's SDK would do with IRSA, on the pod's behalf: a TokenRequest
+//! for the pod's ServiceAccount with audience `sts.amazonaws.com`, then an unsigned STS
+//! `AssumeRoleWithWebIdentity` for the store's `role` (else the ServiceAccount's
+//! `eks.amazonaws.com/role-arn` annotation), then Secrets Manager with the temporary
+//! credentials that returns. There is no default credential chain anywhere in this module: the
+//! webhook's own AWS identity (instance profile, its own IRSA, environment keys) is never used.
+//!
+//! Credentials are cached per (namespace, ServiceAccount, role, region, endpoint) until shortly
+//! before they expire, single-flight. Reads use `GetSecretValue`, or one `BatchGetSecretValue`
+//! per 20 secrets when a fetch needs two or more unversioned secrets. Every HTTP attempt is
+//! counted in `secret_injector_backend_requests_total{provider="aws",operation=…,result=…}`.
+//!
+//! The SDK's own tracing is switched off around every call and client construction, whatever
+//! the log filter says (and `init_tracing` silences the SDK's targets too): at debug/trace
+//! level it prints its runtime components and signed requests, which carry the temporary
+//! access key id and session token.
+//!
+//! `config` checks `spec.provider.aws`; `sts` turns the pod's token into a session; `read`
+//! checks keys and reads them (batched); `errors` classifies AWS errors; `transport` builds the
+//! SDK clients (HTTPS, DNS filter, retries, timeouts, the metrics interceptor).
+
+mod config;
+mod errors;
+mod read;
+mod sts;
+mod transport;
+
+use std::sync::Arc;
+
+use aws_sdk_secretsmanager::config::SharedHttpClient;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use moka::future::Cache;
+use tracing::instrument::WithSubscriber;
+use tracing::subscriber::NoSubscriber;
+
+pub use config::{is_iam_role_arn, AwsConfig};
+pub use read::BATCH_LIMIT;
+pub use sts::session_name;
+
+use super::config::{FieldError, Findings, ProviderConfig, Validated};
+use super::{KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
+use crate::identity::{PodIdentity, TokenIssuer};
+use crate::metrics::Metrics;
+use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
+
+/// The audience IRSA tokens carry; the role's trust policy conditions on it.
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// The ServiceAccount annotation EKS uses to name a workload's IAM role.
+pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+pub struct AwsProvider {
+    tokens: TokenIssuer,
+    sessions: Cache<sts::SessionKey, Arc<sts::Session>>,
+    http: SharedHttpClient,
+    metrics: Metrics,
+}
+
+impl AwsProvider {
+    /// The role to assume: the store's, else the ServiceAccount's annotation. Runs before
+    /// any TokenRequest; its only call is a GET of the pod's own ServiceAccount.
+    async fn role(
+        &self,
+        identity: &PodIdentity,
+        config: &AwsConfig,
+    ) -> Result<String, ProviderError> {
+        if let Some(role) = &config.role {
+            return Ok(role.clone());
+        }
+        let annotated = self
+            .tokens
+            .service_account_annotation(identity, ROLE_ARN_ANNOTATION)
+            .await?;
+        match annotated.map(|r| r.trim().to_string()) {
+            Some(role) if is_iam_role_arn(&role) => Ok(role),
+            Some(role) => Err(ProviderError::InvalidRequest(format!(
+                "the annotation {ROLE_ARN_ANNOTATION} on {identity} is {role:?}, which is not an \
+                 IAM role ARN (arn:aws:iam::<account>:role/<name>); fix the annotation"
+            ))),
+            None => Err(ProviderError::InvalidRequest(format!(
+                "no IAM role to assume: annotate {identity} with \
+                 {ROLE_ARN_ANNOTATION}: arn:aws:iam::<account>:role/<name>, or set \
+                 spec.provider.aws.role on the store"
+            ))),
+        }
+    }
+
+    async fn fetch_all(
+        &self,
+        identity: &PodIdentity,
+        config: &AwsConfig,
+        keys: &[RemoteKey],
+    ) -> Result<Vec<RemoteSecret>, KeyedError> {
+        // Requests that can never succeed are refused before any TokenRequest or connection.
+        for key in keys {
+            read::check_key(key, &config.region).map_err(|error| KeyedError {
+                key: Some(key.key.clone()),
+                error,
+            })?;
+        }
+        let role = self
+            .role(identity, config)
+            .await
+            .map_err(|error| KeyedError { key: None, error })?;
+        let mut retried = false;
+        loop {
+            let (session, fresh) = self
+                .session(identity, config, &role)
+                .await
+                .map_err(|error| KeyedError { key: None, error })?;
+            let result = read::read_all(&session.client, keys)
+                .with_subscriber(NoSubscriber::default())
+                .await;
+            match result {
+                Ok(values) => return Ok(values),
+                // Credentials rejected as such (expired, revoked session): assume the role
+                // again once before giving up.
+                Err((_, failure)) if failure.stale_credentials && !fresh && !retried => {
+                    retried = true;
+                    self.sessions
+                        .invalidate(&sts::session_key(identity, config, &role))
+                        .await;
+                }
+                Err((key, failure)) => {
+                    return Err(KeyedError {
+                        key: Some(key),
+                        error: failure.error,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl SecretProvider for AwsProvider {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        keys: &'a [RemoteKey],
+    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
+        async move {
+            let ProviderConfig::Aws(config) = &store.config else {
+                return Err(KeyedError {
+                    key: None,
+                    error: ProviderError::InvalidRequest("store is not an AWS store".into()),
+                });
+            };
+            self.fetch_all(identity, config, keys).await
+        }
+        .boxed()
+    }
+
+    fn name() -> &'static str {
+        "aws"
+    }
+
+    fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
+        Self {
+            tokens,
+            sessions: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(super::TtlExpiry)
+                .build(),
+            http: transport::https_client(),
+            metrics,
+        }
+    }
+
+    fn validate(
+        spec: &ProviderSpec,
+        endpoints: &EndpointPolicy,
+    ) -> Option<Result<Validated, Vec<FieldError>>> {
+        let spec = spec.aws.as_ref()?;
+        let mut findings = Findings::default();
+        let config = config::validate(spec, endpoints, &mut findings);
+        Some(findings.finish(config.map(ProviderConfig::Aws)))
+    }
+
+    fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
+        async move {
+            let ProviderConfig::Aws(config) = config else {
+                return Err("not an AWS store".into());
+            };
+            transport::probe(config).await
+        }
+        .boxed()
+    }
+}

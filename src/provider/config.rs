@@ -1,0 +1,71 @@
+//! What validating a store's `spec.provider` produces: a backend's runtime configuration, the
+//! advice for the user, or every problem with its field path.
+
+use super::aws::AwsConfig;
+use super::vault::VaultConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+pub(crate) fn err(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A backend's runtime configuration, one variant per backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderConfig {
+    Vault(VaultConfig),
+    Aws(AwsConfig),
+}
+
+impl ProviderConfig {
+    pub fn provider_name(&self) -> &'static str {
+        match self {
+            ProviderConfig::Vault(_) => "vault",
+            ProviderConfig::Aws(_) => "aws",
+        }
+    }
+}
+
+/// A valid configuration plus advice for the user (admission warnings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    pub config: ProviderConfig,
+    pub warnings: Vec<String>,
+}
+
+/// Problems and advice gathered while checking one backend's spec.
+#[derive(Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<String>,
+}
+
+impl Findings {
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(err(path, message));
+    }
+
+    /// The configuration when nothing was wrong, else every problem.
+    pub fn finish(self, config: Option<ProviderConfig>) -> Result<Validated, Vec<FieldError>> {
+        match config {
+            Some(config) if self.errors.is_empty() => Ok(Validated {
+                config,
+                warnings: self.warnings,
+            }),
+            _ => Err(self.errors),
+        }
+    }
+}
