@@ -1,8 +1,11 @@
 //! What validating a store's `spec.provider` produces: a backend's runtime configuration, the
 //! advice for the user, or every problem with its field path.
 
+use url::Url;
+
 use super::aws::AwsConfig;
 use super::vault::VaultConfig;
+use crate::store::policy::{self, EndpointPattern};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -56,6 +59,25 @@ pub(crate) struct Findings {
 impl Findings {
     pub fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(err(path, message));
+    }
+
+    /// `raw` as a backend endpoint (see [`super::net::check_endpoint`]) that the operator's
+    /// allowlist `patterns` admits; `flag` names the option that sets them.
+    pub fn endpoint(
+        &mut self,
+        path: &str,
+        raw: &str,
+        patterns: &[EndpointPattern],
+        flag: &str,
+    ) -> Option<Url> {
+        let url = super::net::check_endpoint(path, raw, &mut self.errors)?;
+        match policy::check(&url, patterns, flag) {
+            Ok(()) => Some(url),
+            Err(m) => {
+                self.error(path, m);
+                None
+            }
+        }
     }
 
     /// The configuration when nothing was wrong, else every problem.

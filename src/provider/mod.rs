@@ -56,6 +56,46 @@ impl<K, V: Expiring> moka::Expiry<K, std::sync::Arc<V>> for TtlExpiry {
     }
 }
 
+/// A cache of logins or credential sets, each entry living its own TTL.
+pub(crate) fn session_cache<K, V>() -> moka::future::Cache<K, std::sync::Arc<V>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Expiring + Send + Sync + 'static,
+{
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(TtlExpiry)
+        .build()
+}
+
+/// The cached session for `key`, made by `make` once however many callers wait for it; and
+/// whether this call made it (a fresh session is not worth retrying with).
+pub(crate) async fn single_flight<K, V>(
+    cache: &moka::future::Cache<K, std::sync::Arc<V>>,
+    key: K,
+    make: impl std::future::Future<Output = Result<V, ProviderError>>,
+) -> Result<(std::sync::Arc<V>, bool), ProviderError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let mut fresh = false;
+    let value = cache
+        .try_get_with(key, async {
+            fresh = true;
+            make.await.map(std::sync::Arc::new)
+        })
+        .await
+        .map_err(|e: std::sync::Arc<ProviderError>| (*e).clone())?;
+    Ok((value, fresh))
+}
+
+/// What `fetch` answers for a store of another backend (never happens through [`Providers`]).
+pub(crate) fn wrong_store<'a, T: Send + 'a>(backend: &str) -> BoxFuture<'a, Result<T, KeyedError>> {
+    let error = ProviderError::InvalidRequest(format!("store is not {backend} store"));
+    Box::pin(futures::future::ready(Err(KeyedError { key: None, error })))
+}
+
 /// An error with its sources, `a: b: c`. Callers scrub it before showing it.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

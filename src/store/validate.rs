@@ -248,29 +248,8 @@ fn is_empty(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::vault::test_spec as vault;
     use serde_json::json;
-
-    fn vault(server: &str, path: &str) -> ProviderSpec {
-        ProviderSpec {
-            vault: Some(VaultProviderSpec {
-                server: server.into(),
-                path: path.into(),
-                version: None,
-                namespace: None,
-                ca_bundle: None,
-                auth: VaultAuthSpec {
-                    kubernetes: Some(VaultKubernetesAuth {
-                        mount_path: None,
-                        role: "payments".into(),
-                        audiences: Some(vec!["vault".into()]),
-                        service_account_ref: None,
-                    }),
-                    jwt: None,
-                },
-            }),
-            aws: None,
-        }
-    }
 
     #[test]
     fn allowlist_is_enforced_for_vault_and_aws() {

@@ -3,9 +3,8 @@
 use url::Url;
 
 use crate::provider::config::Findings;
-use crate::provider::net::check_endpoint;
-use crate::store::policy::{self, EndpointPolicy};
 use crate::store::AwsProviderSpec;
+use crate::store::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AwsConfig {
@@ -39,19 +38,14 @@ pub(super) fn validate(
             );
         }
     }
-    let endpoint = spec
-        .endpoint
-        .as_deref()
-        .and_then(|e| check_endpoint("spec.provider.aws.endpoint", e, &mut out.errors))
-        .and_then(
-            |url| match policy::check(&url, &endpoints.aws, "--allowed-aws-endpoints") {
-                Ok(()) => Some(url),
-                Err(m) => {
-                    out.error("spec.provider.aws.endpoint", m);
-                    None
-                }
-            },
-        );
+    let endpoint = spec.endpoint.as_deref().and_then(|e| {
+        out.endpoint(
+            "spec.provider.aws.endpoint",
+            e,
+            &endpoints.aws,
+            "--allowed-aws-endpoints",
+        )
+    });
     if !out.errors.is_empty() {
         return None;
     }

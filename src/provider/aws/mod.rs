@@ -141,16 +141,10 @@ impl SecretProvider for AwsProvider {
         store: &'a ResolvedStore,
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        async move {
-            let ProviderConfig::Aws(config) = &store.config else {
-                return Err(KeyedError {
-                    key: None,
-                    error: ProviderError::InvalidRequest("store is not an AWS store".into()),
-                });
-            };
-            self.fetch_all(identity, config, keys).await
+        match &store.config {
+            ProviderConfig::Aws(config) => self.fetch_all(identity, config, keys).boxed(),
+            _ => super::wrong_store("an AWS"),
         }
-        .boxed()
     }
 
     fn name() -> &'static str {
@@ -160,10 +154,7 @@ impl SecretProvider for AwsProvider {
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
         Self {
             tokens,
-            sessions: Cache::builder()
-                .max_capacity(10_000)
-                .expire_after(super::TtlExpiry)
-                .build(),
+            sessions: super::session_cache(),
             http: transport::https_client(),
             metrics,
         }
@@ -180,12 +171,9 @@ impl SecretProvider for AwsProvider {
     }
 
     fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
-        async move {
-            let ProviderConfig::Aws(config) = config else {
-                return Err("not an AWS store".into());
-            };
-            transport::probe(config).await
+        match config {
+            ProviderConfig::Aws(config) => transport::probe(config).boxed(),
+            _ => futures::future::ready(Err("not an AWS store".into())).boxed(),
         }
-        .boxed()
     }
 }

@@ -47,16 +47,12 @@ impl AwsProvider {
         role: &str,
     ) -> Result<(Arc<Session>, bool), ProviderError> {
         let key = session_key(identity, config, role);
-        let mut fresh = false;
-        let session = self
-            .sessions
-            .try_get_with(key, async {
-                fresh = true;
-                self.assume_role(identity, config, role).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e: Arc<ProviderError>| (*e).clone())?;
-        Ok((session, fresh))
+        crate::provider::single_flight(
+            &self.sessions,
+            key,
+            self.assume_role(identity, config, role),
+        )
+        .await
     }
 
     /// TokenRequest (audience sts.amazonaws.com) → AssumeRoleWithWebIdentity → a Secrets

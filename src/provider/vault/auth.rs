@@ -61,16 +61,7 @@ impl VaultProvider {
         config: &VaultConfig,
     ) -> Result<(Arc<Session>, bool), ProviderError> {
         let key = session_key(identity, config);
-        let mut fresh = false;
-        let session = self
-            .sessions
-            .try_get_with(key, async {
-                fresh = true;
-                self.login(identity, config).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e: Arc<ProviderError>| (*e).clone())?;
-        Ok((session, fresh))
+        crate::provider::single_flight(&self.sessions, key, self.login(identity, config)).await
     }
 
     async fn login(

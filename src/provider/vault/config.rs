@@ -4,8 +4,7 @@ use base64::Engine;
 use url::Url;
 
 use crate::provider::config::{Findings, ProviderConfig};
-use crate::provider::net::check_endpoint;
-use crate::store::policy::{self, EndpointPolicy};
+use crate::store::EndpointPolicy;
 use crate::store::{VaultAuthSpec, VaultProviderSpec};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,16 +54,12 @@ pub(super) fn validate(
     endpoints: &EndpointPolicy,
     out: &mut Findings,
 ) -> Option<ProviderConfig> {
-    let server = check_endpoint("spec.provider.vault.server", &spec.server, &mut out.errors)
-        .and_then(
-            |url| match policy::check(&url, &endpoints.vault, "--allowed-vault-servers") {
-                Ok(()) => Some(url),
-                Err(m) => {
-                    out.error("spec.provider.vault.server", m);
-                    None
-                }
-            },
-        );
+    let server = out.endpoint(
+        "spec.provider.vault.server",
+        &spec.server,
+        &endpoints.vault,
+        "--allowed-vault-servers",
+    );
 
     let kv = match spec.version.as_deref() {
         None | Some("v2") => KvVersion::V2,
@@ -235,13 +230,14 @@ fn decode_ca_bundle(b64: &str) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::provider::config::FieldError;
     use crate::provider::Providers;
     use crate::store::{ProviderSpec, ServiceAccountRef, VaultKubernetesAuth};
 
-    fn vault(server: &str, path: &str) -> ProviderSpec {
+    /// A valid Vault store spec (audiences set, no warnings) for `server` and `path`.
+    pub(crate) fn vault(server: &str, path: &str) -> ProviderSpec {
         ProviderSpec {
             vault: Some(VaultProviderSpec {
                 server: server.into(),

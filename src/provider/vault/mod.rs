@@ -17,6 +17,9 @@ use futures::FutureExt;
 use moka::future::Cache;
 use vaultrs::error::ClientError;
 
+/// A valid Vault store spec for tests elsewhere.
+#[cfg(test)]
+pub(crate) use config::tests::vault as test_spec;
 pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig};
 
 use super::config::{FieldError, Findings, ProviderConfig, Validated};
@@ -111,16 +114,10 @@ impl SecretProvider for VaultProvider {
         store: &'a ResolvedStore,
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        async move {
-            let ProviderConfig::Vault(config) = &store.config else {
-                return Err(KeyedError {
-                    key: None,
-                    error: ProviderError::InvalidRequest("store is not a Vault store".into()),
-                });
-            };
-            self.fetch_all(identity, config, keys).await
+        match &store.config {
+            ProviderConfig::Vault(config) => self.fetch_all(identity, config, keys).boxed(),
+            _ => super::wrong_store("a Vault"),
         }
-        .boxed()
     }
 
     fn name() -> &'static str {
@@ -130,10 +127,7 @@ impl SecretProvider for VaultProvider {
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
         Self {
             tokens,
-            sessions: Cache::builder()
-                .max_capacity(10_000)
-                .expire_after(super::TtlExpiry)
-                .build(),
+            sessions: super::session_cache(),
             http: Cache::builder().max_capacity(256).build(),
             metrics,
         }
@@ -150,13 +144,10 @@ impl SecretProvider for VaultProvider {
     }
 
     fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
-        async move {
-            let ProviderConfig::Vault(config) = config else {
-                return Err("not a Vault store".into());
-            };
-            probe(config).await
+        match config {
+            ProviderConfig::Vault(config) => probe(config).boxed(),
+            _ => futures::future::ready(Err("not a Vault store".into())).boxed(),
         }
-        .boxed()
     }
 }
 
