@@ -34,11 +34,9 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The backend's key under `spec.provider` (`vault`, `aws`).
     pub fn provider_name(&self) -> &'static str {
-        match self {
-            ProviderConfig::Vault(_) => "vault",
-            ProviderConfig::Aws(_) => "aws",
-        }
+        super::registry::name_of(self)
     }
 }
 
@@ -51,7 +49,7 @@ pub struct Validated {
 
 /// Problems and advice gathered while checking one backend's spec.
 #[derive(Default)]
-pub(crate) struct Findings {
+pub struct Findings {
     pub errors: Vec<FieldError>,
     pub warnings: Vec<String>,
 }

@@ -1,12 +1,12 @@
-//! Backends. A provider owns everything the crate knows about its backend: how its section of
-//! `spec.provider` is checked and turned into a configuration (`validate`), how it reads
+//! Backends. A [`Backend`] owns everything the crate knows about it: how its section of
+//! `spec.provider` is checked and turned into its configuration (`validate`), how it reads
 //! remote keys as a pod's identity (`fetch`), and how the status controller checks it answers
 //! (`probe`). [`Providers`] is the one place a backend is chosen; the provider-independent
 //! selection (`#property`, whole value, `extract`) lives in `select` so every backend behaves
 //! the same way.
 //!
 //! ```text
-//! mod.rs       the trait, the shared types and errors
+//! mod.rs       the Backend and SecretProvider traits, the shared types and errors
 //! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
 //! config.rs    ProviderConfig (one variant per backend), Validated, FieldError
 //! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 
-pub use config::{FieldError, ProviderConfig, Validated};
+pub use config::{FieldError, Findings, ProviderConfig, Validated};
 pub use registry::Providers;
 pub(crate) use select::json_field;
 pub use select::{extract, select, SelectError};
@@ -88,12 +88,6 @@ where
         .await
         .map_err(|e: std::sync::Arc<ProviderError>| (*e).clone())?;
     Ok((value, fresh))
-}
-
-/// What `fetch` answers for a store of another backend (never happens through [`Providers`]).
-pub(crate) fn wrong_store<'a, T: Send + 'a>(backend: &str) -> BoxFuture<'a, Result<T, KeyedError>> {
-    let error = ProviderError::InvalidRequest(format!("store is not {backend} store"));
-    Box::pin(futures::future::ready(Err(KeyedError { key: None, error })))
 }
 
 /// An error with its sources, `a: b: c`. Callers scrub it before showing it.
@@ -179,9 +173,8 @@ pub struct KeyedError {
     pub error: ProviderError,
 }
 
-/// One backend. `fetch` is called on the instance [`Providers`] holds; the other functions
-/// need no state, so the validating webhook and the status controller use them without one.
-/// A new backend implements this trait and adds one line to the registry.
+/// Reads remote keys as a pod's identity: what the fetch pipeline holds, chosen by
+/// [`Providers::for_store`]. Every [`Backend`] is one.
 pub trait SecretProvider: Send + Sync {
     /// Read every key as `identity`. All-or-nothing: the first failure is returned with
     /// the key it concerns.
@@ -191,29 +184,68 @@ pub trait SecretProvider: Send + Sync {
         store: &'a ResolvedStore,
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>>;
+}
 
-    /// The backend's key under `spec.provider`, also [`ProviderConfig::provider_name`].
-    fn name() -> &'static str
-    where
-        Self: Sized;
+/// Everything the crate knows about one backend. Only `fetch` needs the instance
+/// [`Providers`] holds; validation and probes need no state, so the validating webhook and
+/// the status controller use them without one. A new backend implements this trait, adds its
+/// section to `ProviderSpec` and its variant to [`ProviderConfig`], and one line to the
+/// registry.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// Its key under `spec.provider`.
+    const NAME: &'static str;
+    /// Its section of `spec.provider` (a CRD type).
+    type Spec;
+    /// Its runtime configuration.
+    type Config: Send + Sync;
 
     /// The provider, issuing pods' tokens with `tokens`.
-    fn new(tokens: TokenIssuer, metrics: Metrics) -> Self
-    where
-        Self: Sized;
+    fn new(tokens: TokenIssuer, metrics: Metrics) -> Self;
 
-    /// This backend's section of `spec.provider` turned into its configuration, or every
-    /// problem with its field path; None when the section is absent.
+    /// Its section of `spec.provider`, when set.
+    fn spec(provider: &ProviderSpec) -> Option<&Self::Spec>;
+
+    /// The section checked against the operator's endpoint policy and turned into a
+    /// configuration; every problem (with its field path) and every advice go to `out`.
     fn validate(
-        spec: &ProviderSpec,
+        spec: &Self::Spec,
         endpoints: &EndpointPolicy,
-    ) -> Option<Result<Validated, Vec<FieldError>>>
-    where
-        Self: Sized;
+        out: &mut Findings,
+    ) -> Option<Self::Config>;
+
+    /// Its configuration inside a [`ProviderConfig`], and back.
+    fn config(config: &ProviderConfig) -> Option<&Self::Config>;
+    fn wrap(config: Self::Config) -> ProviderConfig;
+
+    /// Read every key as `identity` (see [`SecretProvider::fetch`]).
+    fn fetch(
+        &self,
+        identity: &PodIdentity,
+        config: &Self::Config,
+        keys: &[RemoteKey],
+    ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send;
 
     /// Whether the backend answers, with no identity: a detail for the Ready condition, or
     /// why not. Called only with a configuration `validate` produced (allowlist passed).
-    fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>>
-    where
-        Self: Sized;
+    fn probe(
+        config: &Self::Config,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send;
+}
+
+impl<B: Backend> SecretProvider for B {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        keys: &'a [RemoteKey],
+    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::fetch(self, identity, config, keys)),
+            // Never through Providers, which picks the backend by the configuration.
+            None => Box::pin(futures::future::ready(Err(KeyedError {
+                key: None,
+                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
+            }))),
+        }
+    }
 }

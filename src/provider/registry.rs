@@ -6,9 +6,9 @@ use std::sync::{Arc, LazyLock};
 use futures::future::BoxFuture;
 
 use super::aws::AwsProvider;
-use super::config::{err, FieldError, ProviderConfig, Validated};
+use super::config::{err, FieldError, Findings, ProviderConfig, Validated};
 use super::vault::VaultProvider;
-use super::SecretProvider;
+use super::{Backend, SecretProvider};
 use crate::identity::TokenIssuer;
 use crate::metrics::Metrics;
 use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
@@ -17,46 +17,77 @@ type ValidateFn = fn(&ProviderSpec, &EndpointPolicy) -> Option<Result<Validated,
 type ProbeFn = fn(&ProviderConfig) -> BoxFuture<'_, Result<String, String>>;
 type BuildFn = fn(TokenIssuer, Metrics) -> Arc<dyn SecretProvider>;
 
-/// A backend's entry points, taken from its [`SecretProvider`] implementation.
-struct Backend {
+/// A backend's entry points, taken from its [`Backend`] implementation.
+struct Registered {
     name: &'static str,
+    owns: fn(&ProviderConfig) -> bool,
     validate: ValidateFn,
     probe: ProbeFn,
     build: BuildFn,
 }
 
-impl Backend {
-    fn of<P: SecretProvider + 'static>() -> Self {
-        fn build<P: SecretProvider + 'static>(
-            tokens: TokenIssuer,
-            metrics: Metrics,
-        ) -> Arc<dyn SecretProvider> {
-            Arc::new(P::new(tokens, metrics))
+impl Registered {
+    fn of<B: Backend>() -> Self {
+        fn owns<B: Backend>(config: &ProviderConfig) -> bool {
+            B::config(config).is_some()
+        }
+        fn validate<B: Backend>(
+            spec: &ProviderSpec,
+            endpoints: &EndpointPolicy,
+        ) -> Option<Result<Validated, Vec<FieldError>>> {
+            let spec = B::spec(spec)?;
+            let mut out = Findings::default();
+            let config = B::validate(spec, endpoints, &mut out).map(B::wrap);
+            Some(out.finish(config))
+        }
+        fn probe<B: Backend>(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
+            match B::config(config) {
+                Some(config) => Box::pin(B::probe(config)),
+                None => Box::pin(futures::future::ready(Err(format!(
+                    "not a {} store",
+                    B::NAME
+                )))),
+            }
+        }
+        fn build<B: Backend>(tokens: TokenIssuer, metrics: Metrics) -> Arc<dyn SecretProvider> {
+            Arc::new(B::new(tokens, metrics))
         }
         Self {
-            name: P::name(),
-            validate: P::validate,
-            probe: P::probe,
-            build: build::<P>,
+            name: B::NAME,
+            owns: owns::<B>,
+            validate: validate::<B>,
+            probe: probe::<B>,
+            build: build::<B>,
         }
     }
 }
 
 /// Every backend, in the order error messages name them. A new backend is one line here.
-static BACKENDS: LazyLock<Vec<Backend>> =
-    LazyLock::new(|| vec![Backend::of::<VaultProvider>(), Backend::of::<AwsProvider>()]);
+static BACKENDS: LazyLock<Vec<Registered>> = LazyLock::new(|| {
+    vec![
+        Registered::of::<VaultProvider>(),
+        Registered::of::<AwsProvider>(),
+    ]
+});
 
-fn backend(name: &str) -> &'static Backend {
+/// The name of the backend `config` belongs to.
+pub(super) fn name_of(config: &ProviderConfig) -> &'static str {
+    BACKENDS[index_of(config)].name
+}
+
+/// Which registered backend `config` belongs to.
+fn index_of(config: &ProviderConfig) -> usize {
     BACKENDS
         .iter()
-        .find(|b| b.name == name)
+        .position(|b| (b.owns)(config))
         .expect("every ProviderConfig variant has a registered backend")
 }
 
 /// One instance of every backend, sharing the token issuer and the metrics.
 #[derive(Clone)]
 pub struct Providers {
-    built: Vec<(&'static str, Arc<dyn SecretProvider>)>,
+    /// In [`BACKENDS`] order.
+    built: Vec<Arc<dyn SecretProvider>>,
 }
 
 impl Providers {
@@ -64,19 +95,14 @@ impl Providers {
         Self {
             built: BACKENDS
                 .iter()
-                .map(|b| (b.name, (b.build)(tokens.clone(), metrics.clone())))
+                .map(|b| (b.build)(tokens.clone(), metrics.clone()))
                 .collect(),
         }
     }
 
     /// The provider that reads from `store`.
     pub fn for_store(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
-        let name = store.config.provider_name();
-        self.built
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, p)| p.clone())
-            .expect("every ProviderConfig variant has a registered backend")
+        self.built[index_of(&store.config)].clone()
     }
 
     /// Validate a provider spec against the operator's endpoint policy: exactly one backend
@@ -112,8 +138,8 @@ impl Providers {
         }
     }
 
-    /// Whether the backend of `config` answers (see [`SecretProvider::probe`]).
+    /// Whether the backend of `config` answers (see [`Backend::probe`]).
     pub async fn probe(config: &ProviderConfig) -> Result<String, String> {
-        (backend(config.provider_name()).probe)(config).await
+        (BACKENDS[index_of(config)].probe)(config).await
     }
 }

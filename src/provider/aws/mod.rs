@@ -30,8 +30,6 @@ mod transport;
 use std::sync::Arc;
 
 use aws_sdk_secretsmanager::config::SharedHttpClient;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use moka::future::Cache;
 use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
@@ -40,11 +38,11 @@ pub use config::{is_iam_role_arn, AwsConfig};
 pub use read::BATCH_LIMIT;
 pub use sts::session_name;
 
-use super::config::{FieldError, Findings, ProviderConfig, Validated};
-use super::{KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
+use super::config::{Findings, ProviderConfig};
+use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
-use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
+use crate::store::{AwsProviderSpec, EndpointPolicy, ProviderSpec};
 
 /// The audience IRSA tokens carry; the role's trust policy conditions on it.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
@@ -134,22 +132,10 @@ impl AwsProvider {
     }
 }
 
-impl SecretProvider for AwsProvider {
-    fn fetch<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        keys: &'a [RemoteKey],
-    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        match &store.config {
-            ProviderConfig::Aws(config) => self.fetch_all(identity, config, keys).boxed(),
-            _ => super::wrong_store("an AWS"),
-        }
-    }
-
-    fn name() -> &'static str {
-        "aws"
-    }
+impl Backend for AwsProvider {
+    const NAME: &'static str = "aws";
+    type Spec = AwsProviderSpec;
+    type Config = AwsConfig;
 
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
         Self {
@@ -160,20 +146,41 @@ impl SecretProvider for AwsProvider {
         }
     }
 
-    fn validate(
-        spec: &ProviderSpec,
-        endpoints: &EndpointPolicy,
-    ) -> Option<Result<Validated, Vec<FieldError>>> {
-        let spec = spec.aws.as_ref()?;
-        let mut findings = Findings::default();
-        let config = config::validate(spec, endpoints, &mut findings);
-        Some(findings.finish(config.map(ProviderConfig::Aws)))
+    fn spec(provider: &ProviderSpec) -> Option<&AwsProviderSpec> {
+        provider.aws.as_ref()
     }
 
-    fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
+    fn validate(
+        spec: &AwsProviderSpec,
+        endpoints: &EndpointPolicy,
+        out: &mut Findings,
+    ) -> Option<AwsConfig> {
+        config::validate(spec, endpoints, out)
+    }
+
+    fn config(config: &ProviderConfig) -> Option<&AwsConfig> {
         match config {
-            ProviderConfig::Aws(config) => transport::probe(config).boxed(),
-            _ => futures::future::ready(Err("not an AWS store".into())).boxed(),
+            ProviderConfig::Aws(config) => Some(config),
+            _ => None,
         }
+    }
+
+    fn wrap(config: AwsConfig) -> ProviderConfig {
+        ProviderConfig::Aws(config)
+    }
+
+    fn fetch(
+        &self,
+        identity: &PodIdentity,
+        config: &AwsConfig,
+        keys: &[RemoteKey],
+    ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send {
+        self.fetch_all(identity, config, keys)
+    }
+
+    fn probe(
+        config: &AwsConfig,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send {
+        transport::probe(config)
     }
 }

@@ -3,7 +3,7 @@
 use base64::Engine;
 use url::Url;
 
-use crate::provider::config::{Findings, ProviderConfig};
+use crate::provider::config::Findings;
 use crate::store::EndpointPolicy;
 use crate::store::{VaultAuthSpec, VaultProviderSpec};
 
@@ -53,7 +53,7 @@ pub(super) fn validate(
     spec: &VaultProviderSpec,
     endpoints: &EndpointPolicy,
     out: &mut Findings,
-) -> Option<ProviderConfig> {
+) -> Option<VaultConfig> {
     let server = out.endpoint(
         "spec.provider.vault.server",
         &spec.server,
@@ -107,14 +107,14 @@ pub(super) fn validate(
     if !out.errors.is_empty() {
         return None;
     }
-    Some(ProviderConfig::Vault(VaultConfig {
+    Some(VaultConfig {
         server: server?,
         mount: path.to_string(),
         kv,
         namespace: spec.namespace.clone(),
         ca_pem,
         auth: auth?,
-    }))
+    })
 }
 
 /// The one auth method, as `(method, section, mount, mount field, role, audiences, ESO ref)`.
@@ -232,7 +232,7 @@ fn decode_ca_bundle(b64: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::provider::config::FieldError;
+    use crate::provider::config::{FieldError, ProviderConfig};
     use crate::provider::Providers;
     use crate::store::{ProviderSpec, ServiceAccountRef, VaultKubernetesAuth};
 

@@ -12,8 +12,7 @@ mod kv;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{join_all, BoxFuture};
-use futures::FutureExt;
+use futures::future::join_all;
 use moka::future::Cache;
 use vaultrs::error::ClientError;
 
@@ -22,12 +21,12 @@ use vaultrs::error::ClientError;
 pub(crate) use config::tests::vault as test_spec;
 pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig};
 
-use super::config::{FieldError, Findings, ProviderConfig, Validated};
-use super::{KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
+use super::config::{Findings, ProviderConfig};
+use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
 use crate::redact::scrub;
-use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
+use crate::store::{EndpointPolicy, ProviderSpec, VaultProviderSpec};
 
 /// Per-request timeout towards Vault: a login plus a read (6s) fit in the default 8s
 /// admission deadline, so a slow Vault gets a precise error rather than a deadline denial.
@@ -107,22 +106,10 @@ impl VaultProvider {
     }
 }
 
-impl SecretProvider for VaultProvider {
-    fn fetch<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        keys: &'a [RemoteKey],
-    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        match &store.config {
-            ProviderConfig::Vault(config) => self.fetch_all(identity, config, keys).boxed(),
-            _ => super::wrong_store("a Vault"),
-        }
-    }
-
-    fn name() -> &'static str {
-        "vault"
-    }
+impl Backend for VaultProvider {
+    const NAME: &'static str = "vault";
+    type Spec = VaultProviderSpec;
+    type Config = VaultConfig;
 
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
         Self {
@@ -133,21 +120,42 @@ impl SecretProvider for VaultProvider {
         }
     }
 
-    fn validate(
-        spec: &ProviderSpec,
-        endpoints: &EndpointPolicy,
-    ) -> Option<Result<Validated, Vec<FieldError>>> {
-        let spec = spec.vault.as_ref()?;
-        let mut findings = Findings::default();
-        let config = config::validate(spec, endpoints, &mut findings);
-        Some(findings.finish(config))
+    fn spec(provider: &ProviderSpec) -> Option<&VaultProviderSpec> {
+        provider.vault.as_ref()
     }
 
-    fn probe(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
+    fn validate(
+        spec: &VaultProviderSpec,
+        endpoints: &EndpointPolicy,
+        out: &mut Findings,
+    ) -> Option<VaultConfig> {
+        config::validate(spec, endpoints, out)
+    }
+
+    fn config(config: &ProviderConfig) -> Option<&VaultConfig> {
         match config {
-            ProviderConfig::Vault(config) => probe(config).boxed(),
-            _ => futures::future::ready(Err("not a Vault store".into())).boxed(),
+            ProviderConfig::Vault(config) => Some(config),
+            _ => None,
         }
+    }
+
+    fn wrap(config: VaultConfig) -> ProviderConfig {
+        ProviderConfig::Vault(config)
+    }
+
+    fn fetch(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+        keys: &[RemoteKey],
+    ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send {
+        self.fetch_all(identity, config, keys)
+    }
+
+    fn probe(
+        config: &VaultConfig,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send {
+        probe(config)
     }
 }
 
