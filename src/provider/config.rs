@@ -1,11 +1,33 @@
 //! What validating a store's `spec.provider` produces: a backend's runtime configuration, the
 //! advice for the user, or every problem with its field path.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::aws::AwsConfig;
-use super::vault::VaultConfig;
-use crate::store::policy::{self, EndpointPattern};
+use super::aws::{AwsConfig, AwsProviderSpec};
+use super::policy::{self, EndpointPattern};
+use super::vault::{VaultConfig, VaultProviderSpec};
+use crate::spec::StoreRef;
+
+/// Exactly one provider must be set.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultProviderSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsProviderSpec>,
+}
+
+/// A store that exists, may be used from the namespace, and whose spec is valid: what a
+/// provider reads from.
+#[derive(Clone, Debug)]
+pub struct ResolvedStore {
+    pub reference: StoreRef,
+    pub uid: Option<String>,
+    pub config: ProviderConfig,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {

@@ -8,8 +8,10 @@
 //! ```text
 //! mod.rs       the Backend and SecretProvider traits, the shared types and errors
 //! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
-//! config.rs    ProviderConfig (one variant per backend), Validated, FieldError
+//! config.rs    ProviderSpec (CRD), ProviderConfig (one variant per backend), ResolvedStore,
+//!              Validated, FieldError
 //! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
+//! policy.rs    the operator's endpoint allowlist
 //! select.rs    #property / whole value / extract
 //! vault/       Vault and OpenBao
 //! aws/         AWS Secrets Manager
@@ -18,6 +20,7 @@
 pub mod aws;
 pub mod config;
 pub mod net;
+pub mod policy;
 mod registry;
 mod select;
 pub mod vault;
@@ -26,7 +29,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 
-pub use config::{FieldError, Findings, ProviderConfig, Validated};
+pub use config::{FieldError, Findings, ProviderConfig, ProviderSpec, ResolvedStore, Validated};
 pub use registry::Providers;
 pub(crate) use select::json_field;
 pub use select::{extract, select, SelectError};
@@ -35,7 +38,7 @@ use crate::identity::{IdentityError, PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
 use crate::redact::SecretBytes;
 use crate::spec::RemoteRef;
-use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
+use policy::EndpointPolicy;
 
 /// A cached login or credential set that knows how long it may be reused.
 pub(crate) trait Expiring {

@@ -7,11 +7,12 @@ use futures::future::BoxFuture;
 
 use super::aws::AwsProvider;
 use super::config::{err, FieldError, Findings, ProviderConfig, Validated};
+use super::config::{ProviderSpec, ResolvedStore};
+use super::policy::EndpointPolicy;
 use super::vault::VaultProvider;
 use super::{Backend, SecretProvider};
 use crate::identity::TokenIssuer;
 use crate::metrics::Metrics;
-use crate::store::{EndpointPolicy, ProviderSpec, ResolvedStore};
 
 type ValidateFn = fn(&ProviderSpec, &EndpointPolicy) -> Option<Result<Validated, Vec<FieldError>>>;
 type ProbeFn = fn(&ProviderConfig) -> BoxFuture<'_, Result<String, String>>;

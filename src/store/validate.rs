@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::policy::EndpointPolicy;
 use super::types::*;
+use super::EndpointPolicy;
 use crate::provider::config::err;
 use crate::provider::{FieldError, Providers, Validated};
 

@@ -2,9 +2,9 @@
 
 use url::Url;
 
+use super::spec::AwsProviderSpec;
 use crate::provider::config::Findings;
-use crate::store::AwsProviderSpec;
-use crate::store::EndpointPolicy;
+use crate::provider::policy::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AwsConfig {
@@ -92,8 +92,10 @@ pub fn is_iam_role_arn(arn: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::provider::aws::AwsProviderSpec;
+    use crate::provider::policy::EndpointPolicy;
+    use crate::provider::ProviderSpec;
     use crate::provider::Providers;
-    use crate::store::{AwsProviderSpec, EndpointPolicy, ProviderSpec};
 
     fn first_error(spec: &ProviderSpec) -> crate::provider::config::FieldError {
         Providers::validate(spec, &open()).unwrap_err().remove(0)

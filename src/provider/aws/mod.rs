@@ -24,6 +24,7 @@
 mod config;
 mod errors;
 mod read;
+mod spec;
 mod sts;
 mod transport;
 
@@ -36,13 +37,15 @@ use tracing::subscriber::NoSubscriber;
 
 pub use config::{is_iam_role_arn, AwsConfig};
 pub use read::BATCH_LIMIT;
+pub use spec::AwsProviderSpec;
 pub use sts::session_name;
 
+use super::config::ProviderSpec;
 use super::config::{Findings, ProviderConfig};
+use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
-use crate::store::{AwsProviderSpec, EndpointPolicy, ProviderSpec};
 
 /// The audience IRSA tokens carry; the role's trust policy conditions on it.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";

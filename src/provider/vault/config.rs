@@ -3,9 +3,9 @@
 use base64::Engine;
 use url::Url;
 
+use super::spec::{VaultAuthSpec, VaultProviderSpec};
 use crate::provider::config::Findings;
-use crate::store::EndpointPolicy;
-use crate::store::{VaultAuthSpec, VaultProviderSpec};
+use crate::provider::policy::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KvVersion {
@@ -233,8 +233,9 @@ fn decode_ca_bundle(b64: &str) -> Result<Vec<u8>, String> {
 pub(super) mod tests {
     use super::*;
     use crate::provider::config::{FieldError, ProviderConfig};
+    use crate::provider::vault::{ServiceAccountRef, VaultKubernetesAuth};
+    use crate::provider::ProviderSpec;
     use crate::provider::Providers;
-    use crate::store::{ProviderSpec, ServiceAccountRef, VaultKubernetesAuth};
 
     /// A valid Vault store spec (audiences set, no warnings) for `server` and `path`.
     pub(crate) fn vault(server: &str, path: &str) -> ProviderSpec {

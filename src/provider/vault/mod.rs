@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod kv;
+mod spec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +21,17 @@ use vaultrs::error::ClientError;
 #[cfg(test)]
 pub(crate) use config::tests::vault as test_spec;
 pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig};
+pub use spec::{
+    ServiceAccountRef, VaultAuthSpec, VaultJwtAuth, VaultKubernetesAuth, VaultProviderSpec,
+};
 
+use super::config::ProviderSpec;
 use super::config::{Findings, ProviderConfig};
+use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::metrics::Metrics;
 use crate::redact::scrub;
-use crate::store::{EndpointPolicy, ProviderSpec, VaultProviderSpec};
 
 /// Per-request timeout towards Vault: a login plus a read (6s) fit in the default 8s
 /// admission deadline, so a slow Vault gets a precise error rather than a deadline denial.
