@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Certs(args) => secret_injector::certs::run(&args),
         Command::Crds => {
-            print!("{}", secret_injector::certs::crds_yaml()?);
+            print!("{}", secret_injector::store::crd::crds_yaml()?);
             Ok(())
         }
     }

@@ -18,10 +18,8 @@ use crate::cache::FetchCache;
 use crate::identity::TokenIssuer;
 use crate::managed::DigestKey;
 use crate::metrics::Metrics;
-use crate::provider::aws::AwsProvider;
-use crate::provider::vault::VaultProvider;
-use crate::provider::SecretProvider;
-use crate::store::{EndpointPolicy, ProviderConfig, ResolvedStore};
+use crate::provider::{Providers, SecretProvider};
+use crate::store::{EndpointPolicy, ResolvedStore};
 
 /// Tunables of the admission path.
 #[derive(Clone, Debug)]
@@ -65,8 +63,7 @@ pub struct Injector {
     pub owners: moka::future::Cache<(String, String, String, String), crate::workload::Workload>,
     /// Resolved (and validated) stores by namespace and reference, for a few seconds.
     pub stores: moka::future::Cache<(String, crate::spec::StoreRef), ResolvedStore>,
-    vault: Arc<VaultProvider>,
-    aws: Arc<AwsProvider>,
+    providers: Providers,
 }
 
 impl Injector {
@@ -78,8 +75,7 @@ impl Injector {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            vault: Arc::new(VaultProvider::new(tokens.clone(), metrics.clone())),
-            aws: Arc::new(AwsProvider::new(tokens, metrics.clone())),
+            providers: Providers::new(tokens, metrics.clone()),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             managed_index: std::sync::OnceLock::new(),
             owners: moka::future::Cache::builder()
@@ -98,10 +94,7 @@ impl Injector {
     }
 
     pub fn provider_for(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
-        match &store.config {
-            ProviderConfig::Vault(_) => self.vault.clone(),
-            ProviderConfig::Aws(_) => self.aws.clone(),
-        }
+        self.providers.for_store(store)
     }
 }
 
