@@ -70,38 +70,18 @@ pub enum WorkloadKind {
 }
 
 /// Run `$body` with `$K` bound to the k8s-openapi type of `$kind`: the one place a kind
-/// becomes a type.
+/// becomes a type (each variant is named after its type).
 macro_rules! with_kind {
     ($kind:expr, $K:ident => $body:expr) => {
+        with_kind!(@arms $kind, $K, $body,
+            Deployment StatefulSet DaemonSet ReplicaSet Job CronJob Pod)
+    };
+    (@arms $kind:expr, $K:ident, $body:expr, $($variant:ident)*) => {
         match $kind {
-            WorkloadKind::Deployment => {
-                type $K = Deployment;
+            $(WorkloadKind::$variant => {
+                type $K = $variant;
                 $body
-            }
-            WorkloadKind::StatefulSet => {
-                type $K = StatefulSet;
-                $body
-            }
-            WorkloadKind::DaemonSet => {
-                type $K = DaemonSet;
-                $body
-            }
-            WorkloadKind::ReplicaSet => {
-                type $K = ReplicaSet;
-                $body
-            }
-            WorkloadKind::Job => {
-                type $K = Job;
-                $body
-            }
-            WorkloadKind::CronJob => {
-                type $K = CronJob;
-                $body
-            }
-            WorkloadKind::Pod => {
-                type $K = Pod;
-                $body
-            }
+            })*
         }
     };
 }

@@ -2,6 +2,8 @@
 //! — our label, type Opaque, not immutable, the same owner and the same ServiceAccount.
 //! Anything else with that name is never touched.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
@@ -57,31 +59,19 @@ pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedErro
     }
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let owner = target.record.owner.reference();
-    match annotations.get(ANN_OWNER) {
-        Some(existing) if *existing == owner => {}
-        existing => {
-            return Err(ManagedError::OtherOwner {
-                name,
-                existing_owner: existing
-                    .cloned()
-                    .unwrap_or_else(|| "an unknown owner".into()),
-                owner,
-            })
-        }
-    }
+    recorded_as(&annotations, ANN_OWNER, &owner).map_err(|existing| ManagedError::OtherOwner {
+        name: name.clone(),
+        existing_owner: existing.unwrap_or_else(|| "an unknown owner".into()),
+        owner,
+    })?;
     let sa = &target.record.service_account;
-    match annotations.get(ANN_SERVICE_ACCOUNT) {
-        Some(existing) if existing == sa => {}
-        existing => {
-            return Err(ManagedError::OtherServiceAccount {
-                name,
-                existing: existing
-                    .cloned()
-                    .unwrap_or_else(|| "(none recorded)".into()),
-                requested: sa.clone(),
-            })
+    recorded_as(&annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
+        ManagedError::OtherServiceAccount {
+            name,
+            existing: existing.unwrap_or_else(|| "(none recorded)".into()),
+            requested: sa.clone(),
         }
-    }
+    })?;
     // Current means "made from the same request": the refresher keeps its values fresh, so
     // admission reuses it without a backend call however long ago it was last written.
     let same_request = target.record.same_request(&annotations);
@@ -100,4 +90,16 @@ pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedErro
         current: same_request && same_owner_uid,
         secret: Box::new(secret),
     })
+}
+
+/// Ok when `annotations` record `expected` under `key`; otherwise what they record there.
+fn recorded_as(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    expected: &str,
+) -> Result<(), Option<String>> {
+    match annotations.get(key) {
+        Some(v) if v == expected => Ok(()),
+        other => Err(other.cloned()),
+    }
 }
