@@ -22,19 +22,19 @@ use crate::{leader, refresher, server, store};
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("reading the HMAC key {path}: {source}")]
+    #[error("reading the HMAC key {}", .path.display())]
     ReadKey {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the HMAC key in {0} is shorter than 32 bytes")]
+    #[error("the HMAC key in {} is shorter than 32 bytes", .0.display())]
     ShortKey(PathBuf),
-    #[error("loading the serving certificate: {0}")]
+    #[error("loading the serving certificate")]
     Certificate(#[source] server::tls::TlsError),
-    #[error("building the Kubernetes client (KUBECONFIG or in-cluster config): {0}")]
+    #[error("building the Kubernetes client (KUBECONFIG or in-cluster config)")]
     Client(#[source] kube::Error),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]

@@ -320,13 +320,6 @@ impl Owner {
         self.kind.known().is_some_and(WorkloadKind::rollable)
     }
 
-    /// The same workload regardless of uid (what force-sync and rollouts key on).
-    pub fn same_workload(&self, other: &Owner) -> bool {
-        self.namespace == other.namespace
-            && self.kind.as_str() == other.kind.as_str()
-            && self.name == other.name
-    }
-
     /// Without the uid: the key for debouncing rollouts and matching force-syncs.
     pub fn workload(&self) -> Owner {
         Owner {

@@ -82,7 +82,7 @@ struct AdminState {
     ready: Arc<AtomicBool>,
 }
 
-/// `/healthz` (process alive), `/readyz` (certificate loaded and Kubernetes API reachable),
+/// `/healthz` (process alive), `/readyz` (Kubernetes API reachable and managed Secrets indexed),
 /// `/metrics` (Prometheus text).
 pub fn admin_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
     Router::new()
