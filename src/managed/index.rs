@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 use super::recorded::SELECTOR;
@@ -27,6 +27,9 @@ const BUFFER: usize = 1024;
 /// The watch-fed index of managed Secrets. The watch stops when the index is dropped.
 pub struct ManagedIndex {
     store: Store<SecretMeta>,
+    /// True once the first list has been applied. (Not `Store::wait_until_ready`: its
+    /// one-shot keeps a single waker, so a second concurrent waiter may never wake.)
+    synced: watch::Receiver<bool>,
     events: broadcast::Sender<SecretEvent>,
     task: tokio::task::AbortHandle,
 }
@@ -42,6 +45,7 @@ impl ManagedIndex {
     pub fn watch(client: Client) -> Self {
         let (store, mut writer) = reflector::store();
         let (events, _) = broadcast::channel(BUFFER);
+        let (synced_tx, synced) = watch::channel(false);
         let sender = events.clone();
         let api = Api::<SecretMeta>::all(client);
         let stream = watcher::watcher(api, watcher::Config::default().labels(SELECTOR))
@@ -53,6 +57,9 @@ impl ManagedIndex {
                 match event {
                     Ok(event) => {
                         writer.apply_watcher_event(&event);
+                        if matches!(event, Event::InitDone) {
+                            synced_tx.send_replace(true);
+                        }
                         // No subscriber (not leading) is fine.
                         let _ = sender.send(event);
                     }
@@ -63,6 +70,7 @@ impl ManagedIndex {
         .abort_handle();
         Self {
             store,
+            synced,
             events,
             task,
         }
@@ -75,7 +83,7 @@ impl ManagedIndex {
 
     /// Resolves once the first list has been applied.
     pub async fn wait_until_synced(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let _ = self.synced.clone().wait_for(|synced| *synced).await;
     }
 
     /// The watch's events, starting with a snapshot (`Init`, `InitApply`…, `InitDone`) once
@@ -84,6 +92,7 @@ impl ManagedIndex {
         struct State {
             rx: broadcast::Receiver<SecretEvent>,
             store: Store<SecretMeta>,
+            synced: watch::Receiver<bool>,
             queued: VecDeque<SecretEvent>,
             snapshot: bool,
         }
@@ -92,6 +101,7 @@ impl ManagedIndex {
             // ends in the latest state.
             rx: self.events.subscribe(),
             store: self.store.clone(),
+            synced: self.synced.clone(),
             queued: VecDeque::new(),
             snapshot: true,
         };
@@ -101,7 +111,7 @@ impl ManagedIndex {
                     return Some((event, st));
                 }
                 if std::mem::take(&mut st.snapshot) {
-                    st.store.wait_until_ready().await.ok()?;
+                    st.synced.wait_for(|synced| *synced).await.ok()?;
                     st.queued.push_back(Event::Init);
                     st.queued.extend(
                         st.store

@@ -1,10 +1,11 @@
 //! The refresher: keeps every managed Secret current on its workload's refreshInterval and
 //! rolls the workload when a value changes. Runs on the Lease holder only.
 //!
-//! Its work list is the managed Secrets themselves (label
-//! `app.kubernetes.io/managed-by=secret-injector`), watched metadata-only: the annotations
-//! record the source, ServiceAccount, interval and owner, and the keyed digest says whether a
-//! fetched value differs — so no Secret data is held in memory and nothing polls the API.
+//! Its work list is the managed Secrets themselves, as the context's one metadata-only watch
+//! ([`crate::managed::ManagedIndex`], shared with admission) reports them: the annotations
+//! ([`crate::managed::Recorded`]) record the source, ServiceAccount, interval and owner, and
+//! the keyed digest says whether a fetched value differs — so no Secret data is held in
+//! memory and nothing polls the API.
 
 pub mod refresh;
 pub mod rollout;
