@@ -385,45 +385,37 @@ impl Refresher {
                 self.forget(&key);
                 return;
             }
-            Err(message) if interval.is_zero() => {
-                // "Fetch once": a failed force-sync is reported, not retried forever.
-                entry.failures += 1;
-                warn!(namespace = %key.namespace, name = %key.name, error = %message, "force-sync failed; the Secret keeps its last good value");
-                rollout::event(
-                    &self.recorder,
-                    &owner_of(&tracked),
-                    EventType::Warning,
-                    "RefreshFailed",
-                    "Refresh",
-                    format!(
-                        "force-sync of Secret {} failed; it keeps its last good value: {message}",
-                        tracked.name
-                    ),
-                )
-                .await;
-                return;
-            }
-            Err(message) => {
+            Err(error) => {
                 entry.failures += 1;
                 let failures = entry.failures;
-                let delay = schedule::backoff_delay(
-                    interval.max(Duration::from_secs(1)),
-                    failures,
-                    &mut self.rng,
-                );
-                warn!(namespace = %key.namespace, name = %key.name, failures, retry_in_s = delay.as_secs_f32(), error = %message, "refresh failed; the Secret keeps its last good value");
-                self.queue.schedule(key.clone(), now + delay);
+                let note = if interval.is_zero() {
+                    // "Fetch once": a failed force-sync is reported, not retried forever.
+                    warn!(namespace = %key.namespace, name = %key.name, %error, "force-sync failed; the Secret keeps its last good value");
+                    format!(
+                        "force-sync of Secret {} failed; it keeps its last good value: {error}",
+                        tracked.name
+                    )
+                } else {
+                    let delay = schedule::backoff_delay(
+                        interval.max(Duration::from_secs(1)),
+                        failures,
+                        &mut self.rng,
+                    );
+                    warn!(namespace = %key.namespace, name = %key.name, failures, retry_in_s = delay.as_secs_f32(), %error, "refresh failed; the Secret keeps its last good value");
+                    self.queue.schedule(key.clone(), now + delay);
+                    format!(
+                        "refreshing Secret {} failed (attempt {failures}, next in {}s); it keeps its last good value: {error}",
+                        tracked.name,
+                        delay.as_secs()
+                    )
+                };
                 rollout::event(
                     &self.recorder,
                     &owner_of(&tracked),
                     EventType::Warning,
                     "RefreshFailed",
                     "Refresh",
-                    format!(
-                        "refreshing Secret {} failed (attempt {failures}, next in {}s); it keeps its last good value: {message}",
-                        tracked.name,
-                        delay.as_secs()
-                    ),
+                    note,
                 )
                 .await;
                 return;
