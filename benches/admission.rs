@@ -19,8 +19,8 @@ use axum::routing::post;
 use axum::Router;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_standin::StandIn;
-use secret_injector::identity::PodIdentity;
-use secret_injector::managed::{self, DigestKey, Owner, Target};
+use secret_injector::k8s::{Owner, OwnerKind, WorkloadKind};
+use secret_injector::managed::{self, DigestKey, Recorded, Target};
 use secret_injector::redact::SecretBytes;
 use secret_injector::spec::{self, ParseContext};
 use serde_json::{json, Value};
@@ -78,21 +78,23 @@ fn seed_warm(standin: &StandIn) -> String {
     )
     .unwrap()
     .unwrap();
-    let identity = PodIdentity {
-        namespace: NS.into(),
-        service_account: SA.into(),
-    };
+    let item = &spec.items[0];
     let owner = Owner {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
+        namespace: NS.into(),
+        kind: OwnerKind::Known(WorkloadKind::Deployment),
         name: "payments-api".into(),
         uid: Some(deployment_uid),
     };
     let target = Target {
-        namespace: NS,
-        item: &spec.items[0],
-        identity: &identity,
-        owner: &owner,
+        namespace: NS.into(),
+        name: item.secret_name.clone(),
+        record: Recorded {
+            source: item.source(),
+            service_account: SA.into(),
+            refresh_interval: item.refresh_interval,
+            owner,
+            rollout: item.rollout,
+        },
     };
     let data = [("DB_USERNAME", "u"), ("DB_PASSWORD", "p")]
         .iter()
@@ -102,7 +104,7 @@ fn seed_warm(standin: &StandIn) -> String {
         &target,
         &data,
         &DigestKey::random(),
-        time::OffsetDateTime::now_utc(),
+        k8s_openapi::jiff::Timestamp::now(),
     );
     standin.seed(serde_json::to_value(&secret).unwrap());
     rs["metadata"]["uid"].as_str().unwrap().to_string()

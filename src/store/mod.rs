@@ -48,7 +48,7 @@ pub enum StoreError {
         reference: StoreRef,
         errors: Vec<FieldError>,
     },
-    #[error("reading {reference} from the Kubernetes API failed: {}", crate::api_error_message(.source))]
+    #[error("reading {reference} from the Kubernetes API failed: {}", crate::k8s::api_error_message(.source))]
     Api {
         reference: StoreRef,
         #[source]

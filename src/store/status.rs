@@ -137,7 +137,7 @@ async fn reconcile<K: StoreObject>(
         let patch = json!({"status": {"conditions": [condition]}});
         api.patch_status(
             &obj.name_any(),
-            &crate::managed::patch_params(),
+            &crate::k8s::patch_params(),
             &Patch::Merge(&patch),
         )
         .await

@@ -1,16 +1,54 @@
-//! The fetch stage, shared by admission and the refresher: read every remote key a source
-//! needs as the pod's identity, then select properties and extract fields into Secret data.
+//! Reading remote keys and assembling Secret data from them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::admission::error::{FetchFailure, InjectError};
-use crate::admission::Injector;
+use super::FetchCache;
 use crate::identity::PodIdentity;
-use crate::provider::{self, RemoteKey, RemoteSecret};
+use crate::provider::{self, ProviderError, RemoteKey, RemoteSecret, SecretProvider, SelectError};
 use crate::redact::SecretBytes;
-use crate::spec::SourceSpec;
+use crate::spec::{SourceSpec, StoreRef};
 use crate::store::ResolvedStore;
+
+/// Why a source's data could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Read(Box<ReadFailure>),
+    /// `context` names the store, the remote key and the Secret key being produced.
+    #[error("{context}: {error}")]
+    Select { context: String, error: SelectError },
+    #[error(
+        "{origin}: Secret key {key:?} is produced twice (by {first} and by {second}); rename one"
+    )]
+    DuplicateKey {
+        origin: String,
+        key: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{origin}: the values add up to {bytes} bytes, over the 1 MiB limit of a Kubernetes Secret"
+    )]
+    TooLarge { origin: String, bytes: usize },
+}
+
+impl FetchError {
+    /// True when the backend read failed (as opposed to the values not fitting the request).
+    pub fn is_read(&self) -> bool {
+        matches!(self, FetchError::Read(_))
+    }
+}
+
+/// A backend read that failed, with what it was for.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: fetching {keys} as {identity} failed: {error}")]
+pub struct ReadFailure {
+    pub store: StoreRef,
+    pub keys: String,
+    pub identity: PodIdentity,
+    pub error: ProviderError,
+}
 
 /// Kubernetes refuses Secrets larger than this.
 const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -30,26 +68,21 @@ pub type Documents = BTreeMap<RemoteKey, RemoteSecret>;
 
 /// Read `keys` from `store` as `identity` in one provider call (so an AWS store batches them).
 /// `coalesce`: share reads with concurrent admissions of the same identity (admission path);
-/// the refresher reads fresh.
+/// the refresher passes None and reads fresh.
 pub async fn fetch_documents(
-    injector: &Injector,
+    provider: &dyn SecretProvider,
+    coalesce: Option<&FetchCache>,
     identity: &PodIdentity,
     store: &ResolvedStore,
     keys: &BTreeSet<RemoteKey>,
-    coalesce: bool,
-) -> Result<Documents, InjectError> {
+) -> Result<Documents, FetchError> {
     let keys: Vec<RemoteKey> = keys.iter().cloned().collect();
-    let provider = injector.provider_for(store);
-    let fetched = if coalesce {
-        injector
-            .fetch_cache
-            .fetch(provider.as_ref(), identity, store, &keys)
-            .await
-    } else {
-        provider.fetch(identity, store, &keys).await.map(Arc::new)
+    let fetched = match coalesce {
+        Some(cache) => cache.fetch(provider, identity, store, &keys).await,
+        None => provider.fetch(identity, store, &keys).await.map(Arc::new),
     };
     let documents: Arc<Vec<RemoteSecret>> = fetched.map_err(|e| {
-        InjectError::Fetch(Box::new(FetchFailure {
+        FetchError::Read(Box::new(ReadFailure {
             store: store.reference.clone(),
             keys: match e.key {
                 Some(k) => k,
@@ -66,16 +99,15 @@ pub async fn fetch_documents(
     Ok(keys.into_iter().zip(documents.iter().cloned()).collect())
 }
 
-/// Read everything one source needs and assemble its Secret data (the refresher's path).
+/// Read everything one source needs, fresh, and assemble its Secret data (the refresher's path).
 pub async fn fetch_source(
-    injector: &Injector,
+    provider: &dyn SecretProvider,
     identity: &PodIdentity,
     store: &ResolvedStore,
     source: &SourceSpec,
     origin: &str,
-    coalesce: bool,
-) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
-    let documents = fetch_documents(injector, identity, store, &keys_of(source), coalesce).await?;
+) -> Result<BTreeMap<String, SecretBytes>, FetchError> {
+    let documents = fetch_documents(provider, None, identity, store, &keys_of(source)).await?;
     assemble(store, source, origin, &documents)
 }
 
@@ -85,12 +117,12 @@ pub fn assemble(
     source: &SourceSpec,
     origin: &str,
     documents: &Documents,
-) -> Result<BTreeMap<String, SecretBytes>, InjectError> {
+) -> Result<BTreeMap<String, SecretBytes>, FetchError> {
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
     let mut produced_by: BTreeMap<String, String> = BTreeMap::new();
-    let mut insert = |key: String, value: SecretBytes, source: String| -> Result<(), InjectError> {
+    let mut insert = |key: String, value: SecretBytes, source: String| -> Result<(), FetchError> {
         if let Some(first) = produced_by.get(&key) {
-            return Err(InjectError::DuplicateKey {
+            return Err(FetchError::DuplicateKey {
                 origin: origin.to_string(),
                 key,
                 first: first.clone(),
@@ -104,7 +136,7 @@ pub fn assemble(
     for d in &source.data {
         let doc = &documents[&RemoteKey::from(&d.remote_ref)];
         let value = provider::select(doc, d.remote_ref.property.as_deref()).map_err(|error| {
-            InjectError::Select {
+            FetchError::Select {
                 context: format!(
                     "{}: {} (for {})",
                     store.reference, d.remote_ref.key, d.secret_key
@@ -116,7 +148,7 @@ pub fn assemble(
     }
     for r in &source.extract {
         let doc = &documents[&RemoteKey::from(r)];
-        let fields = provider::extract(doc).map_err(|error| InjectError::Select {
+        let fields = provider::extract(doc).map_err(|error| FetchError::Select {
             context: format!("{}: {} (for extract)", store.reference, r.key),
             error,
         })?;
@@ -126,7 +158,7 @@ pub fn assemble(
     }
     let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_SECRET_BYTES {
-        return Err(InjectError::TooLarge {
+        return Err(FetchError::TooLarge {
             origin: origin.to_string(),
             bytes,
         });
