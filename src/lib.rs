@@ -118,6 +118,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let digest_key = load_digest_key(&args)?;
     let cert = server::tls::ReloadingCert::load(args.tls_cert.clone(), args.tls_key.clone())
         .context("loading the serving certificate")?;
+    let client_ca = match &args.client_ca_file {
+        Some(path) => Some(
+            server::tls::ReloadingClientCa::load(path.clone())
+                .context("loading --client-ca-file")?,
+        ),
+        None => None,
+    };
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
@@ -150,10 +157,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(listen = %https.local_addr()?, admin = %admin.local_addr()?, "secret-injector serving");
 
     cert.spawn_reloader(args.tls_reload_interval, shutdown_rx.clone());
+    if let Some(ca) = &client_ca {
+        ca.spawn_reloader(args.tls_reload_interval, shutdown_rx.clone());
+    }
     let https_task = tokio::spawn(server::serve_tls(
         https,
-        cert.server_config(),
-        server::router(injector.clone()),
+        cert.server_config(client_ca),
+        server::router_with_limits(injector.clone(), &args.limits),
+        args.limits.clone(),
         shutdown_rx.clone(),
     ));
     let admin_task = tokio::spawn(server::serve_plain(
@@ -211,10 +222,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
-    shutdown_signal().await;
-    info!("shutting down");
-    ready.store(false, Ordering::Relaxed);
-    let _ = shutdown_tx.send(true);
+    server::shutdown::on_signal_drain_then_stop(&ready, args.limits.shutdown_drain, &shutdown_tx)
+        .await;
     let _ = status_task.await;
     let _ = refresher_task.await;
     https_task.await.context("HTTPS server task")??;
@@ -278,23 +287,5 @@ async fn wait_for_api(
             _ = shutdown.changed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }

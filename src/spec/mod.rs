@@ -35,6 +35,9 @@ pub const ANN_FORCE_SYNC: &str = "secret-injector.io/force-sync";
 
 pub const DEFAULT_MOUNT_PATH: &str = "/var/run/secret-injector";
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Remote values one pod may ask for (data entries plus extract keys, over every item):
+/// each one is a backend read at admission, so a pod with thousands would fan out.
+pub const MAX_KEYS_PER_POD: usize = 256;
 
 /// Annotation keys under our prefix that we write ourselves or that belong to later stages;
 /// they are allowed on pods and ignored by the parser.
@@ -288,11 +291,20 @@ pub fn parse(
         }
         full::parse(full, ctx)?
     } else {
+        // Count before parsing so a pod with thousands of keys costs no more than a count.
+        let requested = config
+            .keys()
+            .filter(|k| k.starts_with(ANN_ENV_PREFIX) || k.starts_with(ANN_FILE_PREFIX))
+            .count()
+            + config.get(ANN_EXTRACT).map_or(0, |v| v.split(',').count());
+        check_key_budget(&config, requested)?;
         match parse_short(&config, ctx)? {
             Some(item) => vec![item],
             None => return Ok(None),
         }
     };
+    let count: usize = items.iter().map(|i| i.data.len() + i.extract.len()).sum();
+    check_key_budget(&config, count)?;
     check_cross_item_conflicts(&items)?;
     Ok(Some(InjectionSpec { items }))
 }
@@ -438,13 +450,26 @@ fn parse_short(
             }
             v.to_string()
         }
-        None => default_secret_name(ctx.workload_name).ok_or_else(|| {
-            invalid(
-                ANN_SECRET_NAME,
-                "missing: the pod has neither an owning workload nor a name to derive \
-                 the Secret name from; set secret-injector.io/secret-name",
-            )
-        })?,
+        None => {
+            let derived = default_secret_name(ctx.workload_name).ok_or_else(|| {
+                invalid(
+                    ANN_SECRET_NAME,
+                    "missing: the pod has neither an owning workload nor a name to derive \
+                     the Secret name from; set secret-injector.io/secret-name",
+                )
+            })?;
+            if !is_dns1123_subdomain(&derived) {
+                return Err(invalid(
+                    ANN_SECRET_NAME,
+                    format!(
+                        "missing, and the name derived from the workload ({:?}) is not a \
+                         valid Secret name; set secret-injector.io/secret-name",
+                        truncate_utf8(&derived, 64)
+                    ),
+                ));
+            }
+            derived
+        }
     };
     let mount_path = match config.get(ANN_MOUNT_PATH) {
         Some(v) => {
@@ -498,9 +523,42 @@ pub fn default_secret_name(workload: Option<&str>) -> Option<String> {
     if base.is_empty() {
         return None;
     }
-    let mut base = base.to_string();
-    base.truncate(253 - "-injected".len());
+    let base = truncate_utf8(base, 253 - "-injected".len());
     Some(format!("{}-injected", base.trim_end_matches(['-', '.'])))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+/// Every place that cuts a string to a byte length goes through this: names come from
+/// untrusted reviews and may be multi-byte.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// Deny a pod asking for more remote values than [`MAX_KEYS_PER_POD`], naming the count.
+fn check_key_budget(config: &BTreeMap<String, String>, count: usize) -> Result<(), SpecError> {
+    if count <= MAX_KEYS_PER_POD {
+        return Ok(());
+    }
+    let field = if config.contains_key(ANN_EXTERNAL_SECRETS) {
+        ANN_EXTERNAL_SECRETS.to_string()
+    } else {
+        format!("{ANN_ENV_PREFIX}*, {ANN_FILE_PREFIX}* and {ANN_EXTRACT}")
+    };
+    Err(invalid(
+        field,
+        format!(
+            "the pod asks for {count} remote values; at most {MAX_KEYS_PER_POD} are allowed per \
+             pod (each one is a backend read at admission): split the workload or use extract \
+             on fewer, larger remote secrets"
+        ),
+    ))
 }
 
 fn parse_short_ref(key: &str, value: &str) -> Result<RemoteRef, SpecError> {
