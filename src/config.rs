@@ -147,7 +147,11 @@ pub struct LimitArgs {
     #[arg(long, env = "SECRET_INJECTOR_MAX_REQUEST_BODY", default_value = "3MiB", value_parser = parse_size)]
     pub max_request_body: usize,
     /// HTTP/2 streams (concurrent requests) per connection.
-    #[arg(long, env = "SECRET_INJECTOR_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 32
+    )]
     pub http2_max_concurrent_streams: u32,
     /// Largest request header block (HTTP/2 header list; HTTP/1 read buffer), bytes or
     /// KiB/MiB.
@@ -310,8 +314,15 @@ mod tests {
 
     #[test]
     fn limit_defaults_and_sizes() {
-        let cli = Cli::try_parse_from(["secret-injector", "serve", "--tls-cert", "c", "--tls-key", "k"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "secret-injector",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command else {
             panic!()
         };

@@ -191,25 +191,23 @@ pub async fn review_gate(State(gate): State<ReviewGate>, request: Request, next:
         }
     };
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(
-        gate.body_timeout,
-        axum::body::to_bytes(body, gate.max_body),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return too_large(gate.max_body),
-        Err(_) => {
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {:?}",
-                    gate.body_timeout
-                ),
-            )
-                .into_response()
-        }
-    };
+    let bytes =
+        match tokio::time::timeout(gate.body_timeout, axum::body::to_bytes(body, gate.max_body))
+            .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => return too_large(gate.max_body),
+            Err(_) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {:?}",
+                        gate.body_timeout
+                    ),
+                )
+                    .into_response()
+            }
+        };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -242,7 +240,11 @@ mod tests {
         assert_eq!(a.check(&limits), Idle::NeverSpoke);
         let guard = a.start();
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(a.check(&limits), Idle::Keep, "a request in flight is never idle");
+        assert_eq!(
+            a.check(&limits),
+            Idle::Keep,
+            "a request in flight is never idle"
+        );
         drop(guard);
         assert_eq!(a.check(&limits), Idle::Keep);
         std::thread::sleep(Duration::from_millis(50));

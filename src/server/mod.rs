@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::middleware;
 use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -175,12 +175,9 @@ pub async fn serve_tls(
     }
     drop(listener);
     // Every connection holds a permit until it ends: all permits back = all connections done.
-    if tokio::time::timeout(
-        limits.shutdown_timeout,
-        connections.acquire_many(max_conns),
-    )
-    .await
-    .is_err()
+    if tokio::time::timeout(limits.shutdown_timeout, connections.acquire_many(max_conns))
+        .await
+        .is_err()
     {
         warn!(
             timeout_secs = limits.shutdown_timeout.as_secs_f64(),
@@ -199,18 +196,18 @@ async fn serve_connection(
     limits: Arc<LimitArgs>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stream = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let stream =
+        match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let activity = Arc::new(limits::Activity::default());
     let service = {
         let activity = activity.clone();
@@ -226,7 +223,8 @@ async fn serve_connection(
     };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let tick = (limits.header_read_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let tick =
+        (limits.header_read_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut watchdog = tokio::time::interval(tick);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = *shutdown.borrow();
