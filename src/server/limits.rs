@@ -117,6 +117,11 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    /// True once a request has started on this connection.
+    pub fn served_any(&self) -> bool {
+        self.any_request.load(Ordering::Acquire)
+    }
+
     pub fn check(&self, limits: &LimitArgs) -> Idle {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Idle::Keep;

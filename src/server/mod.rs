@@ -173,6 +173,24 @@ pub async fn serve_tls(
             _ = shutdown.changed() => break,
         }
     }
+    // Connections the kernel already completed (the accept backlog) would be reset when the
+    // listener closes: serve them too.
+    while let Some(Ok((tcp, peer))) = futures::FutureExt::now_or_never(listener.accept()) {
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            break;
+        };
+        let (acceptor, app, builder, limits) = (
+            acceptor.clone(),
+            app.clone(),
+            builder.clone(),
+            limits.clone(),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(tcp, peer, acceptor, app, builder, limits, shutdown).await;
+            drop(permit);
+        });
+    }
     drop(listener);
     // Every connection holds a permit until it ends: all permits back = all connections done.
     if tokio::time::timeout(limits.shutdown_timeout, connections.acquire_many(max_conns))
@@ -223,14 +241,14 @@ async fn serve_connection(
     };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let tick =
-        (limits.header_read_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let tick = (limits.header_read_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_millis(250));
     let mut watchdog = tokio::time::interval(tick);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
+    // Shutdown closes a connection only once it has served a request (or timed out): a client
+    // that connected just before the listener closed still gets its answer.
+    let mut stopping = *shutdown.borrow();
+    let mut closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -239,12 +257,8 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
+            _ = shutdown.changed(), if !stopping => stopping = true,
             _ = watchdog.tick(), if !closing => match activity.check(&limits) {
-                Idle::Keep => {}
                 Idle::NeverSpoke => {
                     debug!(%peer, "no request within the header-read timeout; closing");
                     return;
@@ -254,6 +268,11 @@ async fn serve_connection(
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                Idle::Keep if stopping && activity.served_any() => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Idle::Keep => {}
             },
         }
     }
