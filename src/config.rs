@@ -146,6 +146,22 @@ pub struct LimitArgs {
     /// object and oldObject, so 3 MiB fits the largest review the API server can send.
     #[arg(long, env = "SECRET_INJECTOR_MAX_REQUEST_BODY", default_value = "3MiB", value_parser = parse_size)]
     pub max_request_body: usize,
+    /// Estimated memory one review may take once decoded (bytes, or KiB/MiB). The estimate
+    /// is the body size plus a fixed cost per JSON object and string (typed decoding turns a
+    /// 12-byte `{"name":""}` into a struct of a kilobyte or more); a review over it is refused
+    /// with 413 before it is decoded. Real pods are far below it: the cap stops reviews built
+    /// to amplify memory.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_REVIEW_MEMORY", default_value = "32MiB", value_parser = parse_size)]
+    pub max_review_memory: usize,
+    /// Estimated decoded memory of all reviews in progress together; a review that does not
+    /// fit waits (up to --overload-wait) like one without a slot. With the process's own
+    /// ~40 MiB this keeps it under the Deployment's 128 MiB limit.
+    #[arg(long, env = "SECRET_INJECTOR_REVIEW_MEMORY_BUDGET", default_value = "64MiB", value_parser = parse_size)]
+    pub review_memory_budget: usize,
+    /// HTTP/2 flow-control window per stream and per connection: how much unread request body
+    /// a connection may push at the server (bounds memory across --max-connections).
+    #[arg(long, env = "SECRET_INJECTOR_HTTP2_WINDOW", default_value = "64KiB", value_parser = parse_size)]
+    pub http2_window: usize,
     /// HTTP/2 streams (concurrent requests) per connection.
     #[arg(
         long,

@@ -13,6 +13,7 @@ use support::standin::StandIn;
 use support::webhook::Webhook;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One MiB in KiB (the unit of VmRSS).
 const MIB: u64 = 1024;
 
 fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
@@ -164,37 +165,48 @@ fn rss_of(pid: u32) -> Option<u64> {
 }
 
 /// A review of (almost) `size` bytes whose pod decodes into as many small objects as
-/// possible: thousands of env entries, the most memory per input byte the typed decode
-/// allows.
-fn max_size_review(uid: &str, size: usize) -> Vec<u8> {
-    let mut env = Vec::new();
+/// possible: thousands of env entries (`objects` of them), padded to `size` with an
+/// annotation.
+fn shaped_review(uid: &str, size: usize, objects: usize) -> Vec<u8> {
     let mut review = small_review(uid);
-    let base = serde_json::to_vec(&review).unwrap().len() + 64;
-    let mut used = base;
-    let mut i = 0;
-    while used < size {
-        let e = json!({"name": format!("E{i}")});
-        used += serde_json::to_vec(&e).unwrap().len() + 1;
-        if used >= size {
-            break;
-        }
-        env.push(e);
-        i += 1;
-    }
+    let env: Vec<Value> = (0..objects)
+        .map(|i| json!({"name": format!("E{i}")}))
+        .collect();
     review["request"]["object"]["spec"]["containers"][0]["env"] = Value::Array(env);
+    let used = serde_json::to_vec(&review).unwrap().len() + 64;
+    let pad = size.saturating_sub(used);
+    review["request"]["object"]["metadata"]["annotations"] = json!({"pad": "x".repeat(pad)});
     let body = serde_json::to_vec(&review).unwrap();
     assert!(body.len() <= size, "{} > {size}", body.len());
     body
 }
 
-/// Concurrent maximum-size bodies (3 MiB, 32 at once) keep RSS under the Deployment's
-/// 128 MiB limit; the review gate answers the excess with 429 + Retry-After.
+/// The most memory-hungry 3 MiB review the gate still admits: as many objects as fit under
+/// --max-review-memory (32 MiB by default).
+fn max_accepted_review(uid: &str) -> Vec<u8> {
+    let size = 3 * 1024 * 1024;
+    let (mut lo, mut hi) = (0usize, 20_000usize);
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        let est = secret_injector::server::limits::decoded_estimate(&shaped_review(uid, size, mid));
+        if est <= 32 * 1024 * 1024 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    shaped_review(uid, size, lo)
+}
+
+/// Concurrent maximum-size bodies (3 MiB, shaped to the largest decoded size the gate admits,
+/// 32 at once) keep RSS under the Deployment's 128 MiB limit; the review gate answers the
+/// excess with 429 + Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_maximum_size_bodies_stay_under_the_memory_limit() {
     let standin = StandIn::start().await;
     let webhook = Webhook::start(&standin).await;
     let idle = webhook.rss_kib().unwrap();
-    let body = max_size_review("big", 3 * 1024 * 1024);
+    let body = max_accepted_review("big");
     let pid = webhook.pid().unwrap();
     let peak = Arc::new(AtomicU64::new(idle));
     let done = Arc::new(AtomicBool::new(false));
@@ -214,15 +226,22 @@ async fn concurrent_maximum_size_bodies_stay_under_the_memory_limit() {
     for _ in 0..32 {
         let (client, url, body) = (client.clone(), webhook.url.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let r = client
+            match client
                 .post(format!("{url}/mutate"))
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await
-                .unwrap();
-            let retry_after = r.headers().get("retry-after").is_some();
-            (r.status().as_u16(), retry_after)
+            {
+                Ok(r) => {
+                    let retry_after = r.headers().get("retry-after").is_some();
+                    (r.status().as_u16(), retry_after)
+                }
+                Err(e) => {
+                    eprintln!("transport error: {e:?}");
+                    (0, false)
+                }
+            }
         }));
     }
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
@@ -252,6 +271,15 @@ async fn concurrent_maximum_size_bodies_stay_under_the_memory_limit() {
     assert!(
         peak < 128 * 1024,
         "peak RSS {peak} KiB is over the 128 MiB limit"
+    );
+    // A 3 MiB review that is all tiny objects (150,000 env entries) is refused before it
+    // is decoded, naming the limit.
+    let hostile = shaped_review("hostile", 3 * 1024 * 1024, 150_000);
+    let (status, text) = webhook.post("/mutate", hostile).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("too complex") && text.contains("--max-review-memory"),
+        "{text}"
     );
     // One byte over the limit is refused unread.
     let (status, _) = webhook

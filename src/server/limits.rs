@@ -51,6 +51,9 @@ pub fn http_builder(limits: &LimitArgs) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(u32::try_from(limits.http2_window).unwrap_or(u32::MAX))
+        .initial_connection_window_size(u32::try_from(limits.http2_window).unwrap_or(u32::MAX))
+        .adaptive_window(false)
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(limits.http2_keepalive_timeout)
@@ -146,6 +149,10 @@ impl Activity {
 #[derive(Clone, Debug)]
 pub struct ReviewGate {
     slots: Arc<Semaphore>,
+    /// Estimated decoded memory of reviews in progress, in KiB.
+    memory_kib: Arc<Semaphore>,
+    memory_kib_total: u32,
+    max_review_memory: u64,
     capacity: usize,
     wait: Duration,
     body_timeout: Duration,
@@ -155,8 +162,14 @@ pub struct ReviewGate {
 impl ReviewGate {
     pub fn new(limits: &LimitArgs) -> Self {
         let capacity = limits.max_concurrent_reviews.max(1) as usize;
+        let memory_kib_total = u32::try_from(limits.review_memory_budget.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Self {
             slots: Arc::new(Semaphore::new(capacity)),
+            memory_kib: Arc::new(Semaphore::new(memory_kib_total as usize)),
+            memory_kib_total,
+            max_review_memory: limits.max_review_memory as u64,
             capacity,
             wait: limits.overload_wait,
             body_timeout: limits.body_read_timeout,
@@ -184,22 +197,33 @@ pub async fn review_gate(State(gate): State<ReviewGate>, request: Request, next:
     if declared.is_some_and(|n| n > gate.max_body as u64) {
         return too_large(gate.max_body);
     }
-    let permit = match tokio::time::timeout(gate.wait, gate.slots.clone().acquire_owned()).await {
+    let deadline = tokio::time::Instant::now() + gate.wait;
+    let acquire = gate.slots.clone().acquire_owned();
+    let permit = match tokio::time::timeout(gate.wait, acquire).await {
         Ok(Ok(permit)) => permit,
         _ => {
             debug!(capacity = gate.capacity, "review refused: overloaded");
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, OVERLOADED).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            // Read and discard the body (streamed, never held) so an HTTP/1 client still
+            // writing it sees the answer instead of a reset connection.
+            let mut frames = request.into_body().into_data_stream();
+            let discard = async {
+                let mut seen = 0usize;
+                while let Some(Ok(chunk)) = futures::StreamExt::next(&mut frames).await {
+                    seen += chunk.len();
+                    if seen > gate.max_body {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(gate.body_timeout, discard).await;
+            return overloaded();
         }
     };
+    // Never read more than the body declared.
+    let limit = declared.map_or(gate.max_body, |d| (d as usize).min(gate.max_body));
     let (parts, body) = request.into_parts();
     let bytes =
-        match tokio::time::timeout(gate.body_timeout, axum::body::to_bytes(body, gate.max_body))
-            .await
-        {
+        match tokio::time::timeout(gate.body_timeout, axum::body::to_bytes(body, limit)).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(_)) => return too_large(gate.max_body),
             Err(_) => {
@@ -213,10 +237,77 @@ pub async fn review_gate(State(gate): State<ReviewGate>, request: Request, next:
                     .into_response()
             }
         };
+    let estimate = decoded_estimate(&bytes);
+    if estimate > gate.max_review_memory {
+        debug!(estimate, "review refused: too complex");
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{TOO_COMPLEX}: about {} MiB once decoded, the limit is {} MiB (--max-review-memory)",
+                estimate.div_ceil(1024 * 1024),
+                gate.max_review_memory / (1024 * 1024)
+            ),
+        )
+            .into_response();
+    }
+    let cost_kib = u32::try_from(estimate.div_ceil(1024).max(1))
+        .unwrap_or(u32::MAX)
+        .min(gate.memory_kib_total);
+    let memory = match tokio::time::timeout_at(
+        deadline,
+        gate.memory_kib.clone().acquire_many_owned(cost_kib),
+    )
+    .await
+    {
+        Ok(Ok(memory)) => memory,
+        _ => return overloaded(),
+    };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    drop(memory);
     drop(permit);
+    response
+}
+
+/// Start of the 413 answer for reviews built to amplify memory (docs/troubleshooting.md).
+pub const TOO_COMPLEX: &str = "the AdmissionReview is too complex";
+
+/// Fixed cost of one JSON object once decoded into typed Kubernetes structs and the generic
+/// form the admission path also keeps (a `Container` alone is over a kilobyte).
+const OBJECT_COST: u64 = 4096;
+/// Fixed cost of one JSON string (a `String` plus its allocation, or a map entry).
+const STRING_COST: u64 = 96;
+
+/// Upper estimate of the memory a review takes once decoded: its size plus a fixed cost per
+/// object and per string, counted in one pass without decoding.
+pub fn decoded_estimate(body: &[u8]) -> u64 {
+    let (mut objects, mut strings) = (0u64, 0u64);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+            strings += 1;
+        } else if b == b'{' {
+            objects += 1;
+        }
+    }
+    body.len() as u64 + objects * OBJECT_COST + strings * STRING_COST
+}
+
+fn overloaded() -> Response {
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, OVERLOADED).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
