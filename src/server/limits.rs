@@ -347,3 +347,24 @@ mod tests {
         assert_eq!(a.check(&limits), Idle::Idle);
     }
 }
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+
+    #[test]
+    fn estimate_counts_objects_and_strings_outside_strings() {
+        let plain = br#"{"a":"x{y\"{","b":[1,2]}"#;
+        // One object, three strings; the braces and quote inside the string do not count.
+        assert_eq!(
+            decoded_estimate(plain),
+            plain.len() as u64 + OBJECT_COST + 3 * STRING_COST
+        );
+        // Tiny objects cost far more than their bytes: this is what the cap is for.
+        let hostile: Vec<u8> = std::iter::repeat_n(&b"{\"name\":\"\"},"[..], 1000)
+            .flatten()
+            .copied()
+            .collect();
+        assert!(decoded_estimate(&hostile) > 300 * hostile.len() as u64);
+    }
+}
