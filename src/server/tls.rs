@@ -303,6 +303,31 @@ mod tests {
     }
 
     #[test]
+    fn client_ca_loads_reloads_and_keeps_the_old_bundle_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client-ca.crt");
+        assert!(matches!(
+            ReloadingClientCa::load(path.clone()),
+            Err(TlsError::Read { .. })
+        ));
+        std::fs::write(&path, "no certificate here").unwrap();
+        assert!(matches!(
+            ReloadingClientCa::load(path.clone()),
+            Err(TlsError::ClientCa { .. })
+        ));
+        let first = crate::certs::generate(&["a.example".into()], &[], 1).unwrap();
+        std::fs::write(&path, &first.ca_pem).unwrap();
+        let ca = ReloadingClientCa::load(path.clone()).unwrap();
+        assert!(ca.client_auth_mandatory());
+        assert!(!ca.reload(), "unchanged file: nothing to do");
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(!ca.reload(), "a broken bundle is not installed");
+        let second = crate::certs::generate(&["b.example".into()], &[], 1).unwrap();
+        std::fs::write(&path, &second.ca_pem).unwrap();
+        assert!(ca.reload());
+    }
+
+    #[test]
     fn reload_swaps_good_pairs_and_keeps_the_old_one_on_failure() {
         let dir = tempfile::tempdir().unwrap();
         let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
