@@ -97,6 +97,8 @@ async fn slowloris_connections_are_closed_and_memory_returns() {
             let Ok(mut tls) = connector.connect(name, tcp).await else {
                 return (t0.elapsed(), "closed during handshake");
             };
+            // From here on only the header-read timeout applies.
+            let t0 = Instant::now();
             let _ = tls
                 .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: app")
                 .await;
@@ -111,11 +113,17 @@ async fn slowloris_connections_are_closed_and_memory_returns() {
             }
         }));
     }
-    let mut worst = Duration::ZERO;
+    // Slowest close after the handshake (the header-read timeout's part), and slowest close
+    // of a connection refused past the cap (during its handshake).
+    let (mut worst, mut worst_refused) = (Duration::ZERO, Duration::ZERO);
     let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
     for t in tasks {
         let (elapsed, outcome) = t.await.unwrap();
-        worst = worst.max(elapsed);
+        if outcome == "closed" {
+            worst = worst.max(elapsed);
+        } else {
+            worst_refused = worst_refused.max(elapsed);
+        }
         *outcomes.entry(outcome).or_default() += 1;
     }
     let all_closed_after = started.elapsed();
@@ -125,15 +133,20 @@ async fn slowloris_connections_are_closed_and_memory_returns() {
     let after = webhook.rss_kib().unwrap();
     let peak = peak.load(Ordering::Relaxed);
     eprintln!(
-        "slowloris: outcomes {outcomes:?}; slowest close {worst:?}; all closed after {all_closed_after:?}; \
+        "slowloris: outcomes {outcomes:?}; slowest close after the handshake {worst:?}, of a refused connection {worst_refused:?}; all closed after {all_closed_after:?}; \
          RSS idle {idle} KiB, peak {peak} KiB, after {after} KiB"
     );
     assert_eq!(outcomes.get("still open after 30s"), None, "{outcomes:?}");
-    // Each connection is closed within handshake time + the header-read timeout (+ slack for
-    // 1,000 handshakes on a loaded 2-core machine).
+    // Each connection that got through the handshake is closed within the header-read
+    // timeout (+ the watchdog's tick and slack for a loaded 2-core machine); each one past the
+    // cap within the handshake timeout (5 s) at most.
     assert!(
-        worst <= header_timeout + Duration::from_secs(4),
+        worst <= header_timeout + Duration::from_secs(2),
         "a connection stayed open {worst:?} (header timeout {header_timeout:?})"
+    );
+    assert!(
+        worst_refused <= Duration::from_secs(7),
+        "a refused connection took {worst_refused:?} to close"
     );
     assert!(peak < 128 * MIB, "peak RSS {peak} KiB over 128 MiB");
     assert!(
@@ -336,6 +349,8 @@ async fn sigterm_under_load_fails_no_request() {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let start = Instant::now();
     let mut term_sent = false;
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(50));
+    let mut skipped = 0u64;
     loop {
         tick.tick().await;
         if !term_sent && start.elapsed() >= Duration::from_secs(2) {
@@ -356,6 +371,12 @@ async fn sigterm_under_load_fails_no_request() {
             start.elapsed() < Duration::from_secs(20),
             "readiness never turned false"
         );
+        // At most 50 requests outstanding: on a starved machine a request is sent when the
+        // loop says so, not seconds later (after the endpoint would have been removed).
+        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
+            skipped += 1;
+            continue;
+        };
         let (client, url, body) = (
             client.clone(),
             format!("{}/mutate", webhook.url),
@@ -363,6 +384,7 @@ async fn sigterm_under_load_fails_no_request() {
         );
         let (sent, failed) = (sent.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
+            let _permit = permit;
             sent.fetch_add(1, Ordering::Relaxed);
             let outcome = match client
                 .post(url)
@@ -390,8 +412,11 @@ async fn sigterm_under_load_fails_no_request() {
     poller.await.unwrap();
     let status = webhook.wait_exit(Duration::from_secs(20)).await;
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("SIGTERM under load: {sent} requests sent, {failed} failed; exit {status:?}");
-    assert!(sent >= 400, "only {sent} requests sent");
+    eprintln!(
+        "SIGTERM under load: {sent} requests sent, {failed} failed, {skipped} ticks skipped \
+         (50 outstanding at most); exit {status:?}"
+    );
+    assert!(sent >= 300, "only {sent} requests sent");
     let logs = webhook.logs();
     eprintln!(
         "connection cap hit: {}; handshake timeouts: {}",

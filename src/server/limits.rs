@@ -195,6 +195,9 @@ pub async fn review_gate(State(gate): State<ReviewGate>, request: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > gate.max_body as u64) {
+        // Discard (streamed) what a client is still sending, up to twice the limit, so an
+        // HTTP/1 client sees the 413 rather than a reset connection.
+        discard_body(request.into_body(), 2 * gate.max_body, gate.body_timeout).await;
         return too_large(gate.max_body);
     }
     let deadline = tokio::time::Instant::now() + gate.wait;
@@ -205,17 +208,7 @@ pub async fn review_gate(State(gate): State<ReviewGate>, request: Request, next:
             debug!(capacity = gate.capacity, "review refused: overloaded");
             // Read and discard the body (streamed, never held) so an HTTP/1 client still
             // writing it sees the answer instead of a reset connection.
-            let mut frames = request.into_body().into_data_stream();
-            let discard = async {
-                let mut seen = 0usize;
-                while let Some(Ok(chunk)) = futures::StreamExt::next(&mut frames).await {
-                    seen += chunk.len();
-                    if seen > gate.max_body {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(gate.body_timeout, discard).await;
+            discard_body(request.into_body(), gate.max_body, gate.body_timeout).await;
             return overloaded();
         }
     };
@@ -309,6 +302,21 @@ fn overloaded() -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// Read and drop up to `max` bytes of a body within `timeout`; nothing is kept.
+async fn discard_body(body: Body, max: usize, timeout: Duration) {
+    let mut frames = body.into_data_stream();
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut frames).await {
+            seen += chunk.len();
+            if seen > max {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, discard).await;
 }
 
 fn too_large(max: usize) -> Response {
