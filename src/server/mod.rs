@@ -97,7 +97,7 @@ pub fn admin_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.ready.load(Ordering::Relaxed) {
+                if s.ready.load(Ordering::Relaxed) && !shutdown::DRAINING.load(Ordering::SeqCst) {
                     (StatusCode::OK, "ready")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready")

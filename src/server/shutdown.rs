@@ -7,6 +7,10 @@
 //! `--shutdown-timeout` (10s) = 20s < `terminationGracePeriodSeconds` (30s).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once shutdown starts; `/readyz` stays false from then on, even if a start-up task
+/// (waiting for the API server) would mark the process ready afterwards.
+pub static DRAINING: AtomicBool = AtomicBool::new(false);
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -39,6 +43,7 @@ pub async fn on_signal_drain_then_stop(
     stop: &watch::Sender<bool>,
 ) {
     signal().await;
+    DRAINING.store(true, Ordering::SeqCst);
     ready.store(false, Ordering::SeqCst);
     info!(
         drain_secs = drain.as_secs_f64(),
