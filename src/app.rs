@@ -98,6 +98,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
+            reads_per_store: args.budgets.max_concurrent_reads_per_store as usize,
+            cold_admissions: args.budgets.cold_admissions(),
             ..ContextConfig::default()
         },
         metrics.clone(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use k8s_openapi::jiff::{civil::Date, tz::TimeZone, Timestamp, ToSpan};
+use k8s_openapi::jiff::{civil::Date, tz::TimeZone, Span, Timestamp};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -53,8 +53,10 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// Certificates start the day before they are made (clock skew between the generator and
 /// the API server).
 fn ymd(today: Date, days: i64) -> Result<(i32, u8, u8)> {
-    let d = today
-        .checked_add(days.days())
+    // `--days` comes from the command line: out-of-range spans are an error, not a panic.
+    let d = Span::new()
+        .try_days(days)
+        .and_then(|span| today.checked_add(span))
         .map_err(|_| CertsError::Validity {
             days: u32::try_from(days.unsigned_abs()).unwrap_or(u32::MAX),
         })?;

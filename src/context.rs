@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use moka::future::Cache;
 
+use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
@@ -31,6 +32,10 @@ pub struct ContextConfig {
     pub fetch_coalesce_window: Duration,
     /// Which backend servers stores may name (checked before any TokenRequest or connection).
     pub endpoints: EndpointPolicy,
+    /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
+    pub reads_per_store: usize,
+    /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
+    pub cold_admissions: ColdAdmissionLimit,
 }
 
 impl Default for ContextConfig {
@@ -40,6 +45,8 @@ impl Default for ContextConfig {
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
             endpoints: EndpointPolicy::default(),
+            reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
+            cold_admissions: ColdAdmissionLimit::default(),
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct Context {
     stores: Cache<StoreKey, ResolvedStore>,
     /// Managed Secrets as the watch sees them, so a warm admission needs no Secret GET.
     managed: ManagedIndex,
+    /// Token buckets of cold admissions, per namespace.
+    cold: ColdAdmissions,
 }
 
 impl Context {
@@ -85,7 +94,8 @@ impl Context {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            providers: Providers::new(tokens, metrics.clone()),
+            providers: Providers::new(tokens, metrics.clone(), config.reads_per_store),
+            cold: ColdAdmissions::new(config.cold_admissions),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             owners: Cache::builder()
                 .max_capacity(10_000)
@@ -121,6 +131,11 @@ impl Context {
 
     pub fn managed_index(&self) -> &ManagedIndex {
         &self.managed
+    }
+
+    /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
+    pub async fn admit_cold(&self, namespace: &str) -> Result<(), NamespaceBusy> {
+        self.cold.admit(namespace).await
     }
 
     /// A store's backend, chosen by the provider registry.
