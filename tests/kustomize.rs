@@ -89,6 +89,27 @@ fn every_overlay_and_component_renders_and_parses_as_its_type() {
 }
 
 #[test]
+fn the_type_check_catches_misspelt_and_misplaced_fields() {
+    let co = Checkout::with_keys();
+    let objects = co.render("deploy");
+    let deployment = find(&objects, "Deployment", "secret-injector").clone();
+    assert!(check_type(&deployment).is_ok());
+    let mut misspelt = deployment.clone();
+    misspelt["spec"]["template"]["spec"]["terminationGracePeriodSecond"] = 30.into();
+    let error = check_type(&misspelt).unwrap_err();
+    assert!(error.contains("terminationGracePeriodSecond"), "{error}");
+    let mut misplaced = deployment;
+    misplaced["spec"]["template"]["spec"]["containers"][0]["preStop"] = Value::Null;
+    assert!(check_type(&misplaced).is_err());
+    let mut certificate: Value = serde_json::json!({
+        "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": {"name": "x"}, "spec": {"secretName": "x"}});
+    assert!(check_type(&certificate).unwrap_err().contains("issuerRef"));
+    certificate["spec"]["issuerRef"] = serde_json::json!({"name": "ca"});
+    assert!(check_type(&certificate).is_ok());
+}
+
+#[test]
 fn self_signed_install_trusts_the_ca_that_make_certs_generated() {
     let co = Checkout::with_keys();
     let objects = co.render("deploy");

@@ -39,9 +39,13 @@ impl Checkout {
             .args(["certs", "--namespace", "secret-injector"])
             .args(["--service", "secret-injector", "--out-dir"])
             .arg(co.path().join("certs/self-signed/generated"))
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success());
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         co.sh("make hmac-key");
         co
     }
@@ -347,7 +351,7 @@ pub struct CertificateSpec {
     pub issuer_ref: IssuerRef,
     #[serde(default)]
     pub dns_names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, rename = "isCA")]
     pub is_ca: bool,
     #[serde(default)]
     pub usages: Vec<String>,
