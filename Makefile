@@ -46,13 +46,17 @@ IMAGE ?= $(shell sed -n 's/^ *newName: *//p' $(BASE_KUSTOMIZATION)):$(shell sed 
 
 tools: check-cargo $(STAMP) kubectl
 
-# The manifest tests render deploy/ with `kubectl kustomize` (Debian's kubernetes-client).
+# The manifest tests render deploy/ with `kubectl kustomize` (Debian's kubernetes-client when
+# kubectl is missing). deploy/ uses components and replacements: kubectl's built-in kustomize
+# must be v5 or newer (kubectl >= 1.27); older ones are refused with a clear message.
 kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \
 		echo "kubectl not found: installing Debian's kubernetes-client"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get install -y kubernetes-client || { $$SUDO apt-get update && $$SUDO apt-get install -y kubernetes-client; }; }
-	@kubectl version --client >/dev/null
+	@v=$$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p'); \
+	if [ -z "$$v" ] || [ "$$v" -lt 5 ]; then \
+		echo "error: $$(command -v kubectl) embeds kustomize '$${v:-unknown}'; deploy/ needs v5+ (kubectl >= 1.27). Install a newer kubectl." >&2; exit 1; fi
 
 check-cargo:
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "error: '$(CARGO)' not found on PATH; install Rust from https://rustup.rs" >&2; exit 1; }

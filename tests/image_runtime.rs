@@ -34,10 +34,7 @@ async fn release_binary_is_ready_as_uid_65532_on_a_read_only_root_filesystem() {
     let gid = pod["securityContext"]["runAsGroup"].as_u64().unwrap();
     assert_eq!((uid, gid), (65532, 65532), "the image's nonroot user");
     let container = &pod["containers"][0];
-    assert_eq!(
-        container["securityContext"]["readOnlyRootFilesystem"],
-        true
-    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
 
     // The one use of the test suite's API stand-in.
     let standin = support::standin::StandIn::start().await;
@@ -45,12 +42,9 @@ async fn release_binary_is_ready_as_uid_65532_on_a_read_only_root_filesystem() {
     // Files as the kubelet mounts Secrets: root-owned, group = fsGroup (65532), mode 0440.
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pair = secret_injector::certs::generate(
-        &["localhost".into()],
-        &["127.0.0.1".parse().unwrap()],
-        1,
-    )
-    .unwrap();
+    let pair =
+        secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+            .unwrap();
     let secret_file = |name: &str, bytes: &[u8]| -> PathBuf {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -66,10 +60,7 @@ async fn release_binary_is_ready_as_uid_65532_on_a_read_only_root_filesystem() {
     secret_file("kubeconfig", &std::fs::read(&kubeconfig).unwrap());
     let log = dir.path().join("webhook.log");
 
-    let (port, admin) = (
-        support::tools::free_port(),
-        support::tools::free_port(),
-    );
+    let (port, admin) = (support::tools::free_port(), support::tools::free_port());
     let privileges = format!(
         "--reuid={uid} --regid={gid} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all"
     );
@@ -116,13 +107,20 @@ exec setpriv {privileges} -- "$@""#
         .build()
         .unwrap();
     let base = format!("http://127.0.0.1:{admin}");
-    let probe_path =
-        |probe: &str| container[probe]["httpGet"]["path"].as_str().unwrap().to_string();
+    let probe_path = |probe: &str| {
+        container[probe]["httpGet"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let readiness = probe_path("readinessProbe");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the binary exited ({status}) in the sandbox; log:\n{}", logs());
+            panic!(
+                "the binary exited ({status}) in the sandbox; log:\n{}",
+                logs()
+            );
         }
         let ready = client.get(format!("{base}{readiness}")).send().await;
         if ready.is_ok_and(|r| r.status() == 200) {
@@ -164,7 +162,11 @@ exec setpriv {privileges} -- "$@""#
         .find(|l| l.split_whitespace().nth(4) == Some("/"))
         .unwrap();
     assert!(
-        root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"),
+        root.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
         "root mounted read-only: {root}"
     );
 
@@ -215,7 +217,10 @@ exec setpriv {privileges} -- "$@""#
                     name.strip_suffix(s)
                         .is_some_and(|base| exported.contains(&base))
                 });
-            assert!(known, "{file} uses {name}, which the binary does not export");
+            assert!(
+                known,
+                "{file} uses {name}, which the binary does not export"
+            );
         }
     }
 
@@ -246,7 +251,10 @@ fn release_binary() -> PathBuf {
     let status = std::process::Command::new(cargo)
         .args(["build", "--release", "--locked", "--bin", "secret-injector"])
         .current_dir(REPO)
-        .env("CARGO_TARGET_DIR", debug.parent().and_then(Path::parent).unwrap())
+        .env(
+            "CARGO_TARGET_DIR",
+            debug.parent().and_then(Path::parent).unwrap(),
+        )
         .status()
         .expect("running cargo build --release");
     assert!(status.success(), "cargo build --release failed");

@@ -47,11 +47,9 @@ fn every_overlay_and_component_renders_and_parses_as_its_type() {
         // Namespaced objects all land in the webhook's namespace (components included).
         for object in objects.iter().filter(|o| !is_cluster_scoped(o)) {
             assert_eq!(
-                object["metadata"]["namespace"],
-                "secret-injector",
+                object["metadata"]["namespace"], "secret-injector",
                 "{dir}: {} {} has no namespace",
-                object["kind"],
-                object["metadata"]["name"]
+                object["kind"], object["metadata"]["name"]
             );
         }
     }
@@ -121,10 +119,16 @@ fn self_signed_install_trusts_the_ca_that_make_certs_generated() {
     assert!(String::from_utf8_lossy(&data["tls.crt"].0).contains("BEGIN CERTIFICATE"));
     assert!(String::from_utf8_lossy(&data["tls.key"].0).contains("PRIVATE KEY"));
     let hmac: Secret = typed(find(&objects, "Secret", "secret-injector-hmac"));
-    assert!(hmac.data.unwrap()["key"].0.len() >= 32, "HMAC key too short");
+    assert!(
+        hmac.data.unwrap()["key"].0.len() >= 32,
+        "HMAC key too short"
+    );
 
-    let mutating: MutatingWebhookConfiguration =
-        typed(find(&objects, "MutatingWebhookConfiguration", "secret-injector"));
+    let mutating: MutatingWebhookConfiguration = typed(find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        "secret-injector",
+    ));
     let validating: ValidatingWebhookConfiguration = typed(find(
         &objects,
         "ValidatingWebhookConfiguration",
@@ -240,7 +244,10 @@ fn deployment_matches_the_binary_flags_and_the_image() {
             .container_port
     };
     let listen_port = |flag: &str| -> i32 {
-        let value = values.get(flag).cloned().unwrap_or_else(|| help.default(flag));
+        let value = values
+            .get(flag)
+            .cloned()
+            .unwrap_or_else(|| help.default(flag));
         value.rsplit(':').next().unwrap().parse().unwrap()
     };
     assert_eq!(listen_port("listen"), port("https"));
@@ -312,12 +319,23 @@ fn deployment_matches_the_binary_flags_and_the_image() {
         .expect("lifecycle.preStop.sleep")
         .seconds;
     assert!(
-        container.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().exec.is_none(),
+        container
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap()
+            .exec
+            .is_none(),
         "no exec hook: the image has no shell"
     );
     assert!((3..=15).contains(&sleep), "preStop sleep {sleep}s");
-    let mutating: MutatingWebhookConfiguration =
-        typed(find(&objects, "MutatingWebhookConfiguration", "secret-injector"));
+    let mutating: MutatingWebhookConfiguration = typed(find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        "secret-injector",
+    ));
     let timeout = mutating.webhooks.unwrap()[0].timeout_seconds.unwrap() as i64;
     let drain = help
         .flags
@@ -341,7 +359,10 @@ fn image_is_set_in_one_place_and_propagates() {
     let repository = configured.split(':').next().unwrap().to_string();
     let mut naming = Vec::new();
     for file in yaml_files(&co.path().join("deploy")) {
-        if std::fs::read_to_string(&file).unwrap().contains(&repository) {
+        if std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(&repository)
+        {
             naming.push(file.strip_prefix(co.path()).unwrap().display().to_string());
         }
     }
@@ -380,7 +401,13 @@ fn monitoring_component_scrapes_the_service_and_ships_the_documented_alerts() {
     let service: Service = typed(find(&objects, "Service", "secret-injector"));
     let monitor: ServiceMonitor = all_of(&objects, "ServiceMonitor").remove(0);
     let labels = service.metadata.labels.clone().unwrap_or_default();
-    for (k, v) in monitor.spec.selector.match_labels.clone().unwrap_or_default() {
+    for (k, v) in monitor
+        .spec
+        .selector
+        .match_labels
+        .clone()
+        .unwrap_or_default()
+    {
         assert_eq!(labels.get(&k), Some(&v), "ServiceMonitor selects {k}={v}");
     }
     let ports = service.spec.unwrap().ports.unwrap();
@@ -428,7 +455,14 @@ fn network_policy_admits_only_the_control_plane_and_the_scraper() {
     let objects = co.render_with_components("deploy", &["network-policy"]);
     let policy: NetworkPolicy = typed(find(&objects, "NetworkPolicy", "secret-injector"));
     let deployment: Deployment = typed(find(&objects, "Deployment", "secret-injector"));
-    let pod_labels = deployment.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    let pod_labels = deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
     let spec = policy.spec.unwrap();
     for (k, v) in spec.pod_selector.unwrap().match_labels.unwrap() {
         assert_eq!(pod_labels.get(&k), Some(&v), "selects the webhook pods");
@@ -439,18 +473,30 @@ fn network_policy_admits_only_the_control_plane_and_the_scraper() {
     let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
         serde_json::to_value(&rule.ports.as_ref().unwrap()[0].port).unwrap()
     };
-    let https = rules.iter().find(|r| port_of(r) == "https").expect("https rule");
+    let https = rules
+        .iter()
+        .find(|r| port_of(r) == "https")
+        .expect("https rule");
     for peer in https.from.as_ref().unwrap() {
         assert!(
-            peer.ip_block.is_some() && peer.pod_selector.is_none() && peer.namespace_selector.is_none(),
+            peer.ip_block.is_some()
+                && peer.pod_selector.is_none()
+                && peer.namespace_selector.is_none(),
             "the webhook port admits addresses (the control plane), never pods"
         );
     }
-    let admin = rules.iter().find(|r| port_of(r) == "admin").expect("admin rule");
+    let admin = rules
+        .iter()
+        .find(|r| port_of(r) == "admin")
+        .expect("admin rule");
     for peer in admin.from.as_ref().unwrap() {
         assert!(peer.namespace_selector.is_some() && peer.pod_selector.is_some());
     }
-    let readme = std::fs::read_to_string(co.path().join("deploy/components/network-policy/kustomization.yaml")).unwrap();
+    let readme = std::fs::read_to_string(
+        co.path()
+            .join("deploy/components/network-policy/kustomization.yaml"),
+    )
+    .unwrap();
     assert!(readme.contains("EKS"), "the EKS caveat is written down");
 }
 
@@ -466,11 +512,20 @@ fn readme_installs_render_up_to_the_kustomize_step() {
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .collect();
-        assert!(lines.len() <= 5, "{name}: a five-line install, got {lines:?}");
+        assert!(
+            lines.len() <= 5,
+            "{name}: a five-line install, got {lines:?}"
+        );
         let objects = co.run_until_kustomize(&lines);
         let names: BTreeSet<String> = objects
             .iter()
-            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
             .collect();
         assert!(names.contains(expect), "{name}: {names:?}");
         assert!(names.contains("Deployment/secret-injector"), "{name}");
@@ -479,8 +534,18 @@ fn readme_installs_render_up_to_the_kustomize_step() {
 
 fn assert_tls_mounts_secret(objects: &[Value], secret: &str) {
     let deployment: Deployment = typed(find(objects, "Deployment", "secret-injector"));
-    let volumes = deployment.spec.unwrap().template.spec.unwrap().volumes.unwrap();
-    let tls = volumes.iter().find(|v| v.name == "tls").expect("tls volume");
+    let volumes = deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap();
+    let tls = volumes
+        .iter()
+        .find(|v| v.name == "tls")
+        .expect("tls volume");
     assert_eq!(
         tls.secret.as_ref().unwrap().secret_name.as_deref(),
         Some(secret),
@@ -501,7 +566,9 @@ fn images_of(objects: &[Value]) -> Vec<String> {
 /// Alert names in the PrometheusRule of docs/refresher.md#alert-rules.
 fn documented_alerts() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(format!("{REPO}/docs/refresher.md")).unwrap();
-    let section = &doc[doc.find("## Alert rules").expect("docs/refresher.md#alert-rules")..];
+    let section = &doc[doc
+        .find("## Alert rules")
+        .expect("docs/refresher.md#alert-rules")..];
     let block = &section[section.find("```yaml").unwrap()..];
     let block = &block[..block[3..].find("```").unwrap()];
     block

@@ -30,10 +30,11 @@ fn committed_crds_match_the_rust_types() {
         "deploy/base/crds/secret-injector.io_crds.yaml is stale: run `make crds` and commit it"
     );
 
-    let crds: Vec<CustomResourceDefinition> = documents("deploy/base/crds/secret-injector.io_crds.yaml")
-        .into_iter()
-        .map(|v| serde_json::from_value(v).unwrap())
-        .collect();
+    let crds: Vec<CustomResourceDefinition> =
+        documents("deploy/base/crds/secret-injector.io_crds.yaml")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
     let names: BTreeSet<_> = crds
         .iter()
         .map(|c| c.metadata.name.clone().unwrap())
@@ -80,8 +81,7 @@ fn committed_crds_match_the_rust_types() {
 #[test]
 fn mutating_webhook_keeps_its_safety_settings() {
     let config: MutatingWebhookConfiguration =
-        serde_json::from_value(documents("deploy/base/mutating-webhook.yaml").remove(0))
-            .unwrap();
+        serde_json::from_value(documents("deploy/base/mutating-webhook.yaml").remove(0)).unwrap();
     let hooks = config.webhooks.unwrap();
     assert_eq!(hooks.len(), 1);
     let hook = &hooks[0];
@@ -282,8 +282,7 @@ fn certs_command_writes_a_usable_pair_and_fills_the_ca_bundle() {
 fn validating_webhook_cannot_be_skipped_by_tenants() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     let config: ValidatingWebhookConfiguration =
-        serde_json::from_value(documents("deploy/base/validating-webhook.yaml").remove(0))
-            .unwrap();
+        serde_json::from_value(documents("deploy/base/validating-webhook.yaml").remove(0)).unwrap();
     let hook = &config.webhooks.unwrap()[0];
     assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(hook.side_effects, "None");

@@ -78,8 +78,13 @@ impl Checkout {
         for component in components {
             let line = original
                 .lines()
-                .find(|l| l.trim_start().starts_with("# - ") && l.ends_with(&format!("components/{component}")))
-                .unwrap_or_else(|| panic!("{install}/kustomization.yaml has no commented {component} line"));
+                .find(|l| {
+                    l.trim_start().starts_with("# - ")
+                        && l.ends_with(&format!("components/{component}"))
+                })
+                .unwrap_or_else(|| {
+                    panic!("{install}/kustomization.yaml has no commented {component} line")
+                });
             edited = edited.replace(line, &line.replacen("# - ", "- ", 1));
         }
         std::fs::write(&file, &edited).unwrap();
@@ -269,7 +274,9 @@ pub fn check_type(object: &Value) -> Result<(), String> {
         }
         ("monitoring.coreos.com/v1", "ServiceMonitor") => custom::<ServiceMonitor>(object),
         ("monitoring.coreos.com/v1", "PrometheusRule") => custom::<PrometheusRule>(object),
-        other => Err(format!("no type check for {other:?}: add one to check_type")),
+        other => Err(format!(
+            "no type check for {other:?}: add one to check_type"
+        )),
     }
 }
 
@@ -280,7 +287,9 @@ fn exact<T: DeserializeOwned + Serialize>(object: &Value) -> Result<(), String> 
     let back = serde_json::to_value(&typed).unwrap();
     match first_difference(object, &back, String::new()) {
         None => Ok(()),
-        Some(path) => Err(format!("{name}: {path} is not a field of the type (or changed)")),
+        Some(path) => Err(format!(
+            "{name}: {path} is not a field of the type (or changed)"
+        )),
     }
 }
 
@@ -292,7 +301,11 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
                 None => Some(format!("{path}.{k}")),
                 Some(w) => first_difference(v, w, format!("{path}.{k}")),
             })
-            .or_else(|| y.keys().find(|k| !x.contains_key(*k)).map(|k| format!("{path}.{k} (added)"))),
+            .or_else(|| {
+                y.keys()
+                    .find(|k| !x.contains_key(*k))
+                    .map(|k| format!("{path}.{k} (added)"))
+            }),
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
             .iter()
             .zip(y)
@@ -562,7 +575,10 @@ pub fn readme_block(name: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("README.md has no {marker}"));
     let rest = &readme[at..];
-    let start = rest.find("```sh\n").expect("a ```sh block after the marker") + 6;
+    let start = rest
+        .find("```sh\n")
+        .expect("a ```sh block after the marker")
+        + 6;
     let end = rest[start..].find("```").unwrap();
     rest[start..start + end].to_string()
 }
