@@ -102,6 +102,7 @@ exec setpriv {privileges} -- "$@""#
         .expect("spawning unshare");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -178,7 +179,6 @@ exec setpriv {privileges} -- "$@""#
     }
     // The HTTPS listener works with the read-only mounted pair.
     let ca = reqwest::Certificate::from_pem(pair.ca_pem.as_bytes()).unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = reqwest::Client::builder()
         .tls_certs_only([ca])
         .timeout(Duration::from_secs(5))
@@ -202,10 +202,15 @@ exec setpriv {privileges} -- "$@""#
         .text()
         .await
         .unwrap();
+    // A family with no samples yet (e.g. the refresher's, before any refresh) prints nothing,
+    // so names registered in src/ (`.register("name", …)` under the `secret_injector` prefix)
+    // count too.
+    let registered = registered_metrics(&Path::new(REPO).join("src"));
     let exported: Vec<&str> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
+        .chain(registered.iter().map(String::as_str))
         .collect();
     for file in [
         "deploy/components/monitoring/prometheusrule.yaml",
@@ -219,7 +224,7 @@ exec setpriv {privileges} -- "$@""#
                 });
             assert!(
                 known,
-                "{file} uses {name}, which the binary does not export"
+                "{file} uses {name}, which the binary does not export:\n{metrics}"
             );
         }
     }
@@ -239,7 +244,9 @@ fn is_root() -> bool {
         .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
 }
 
-/// `target/release/secret-injector`, built (or found up to date) by cargo first.
+/// `<target>/release/secret-injector`. `make test` builds it first (`cargo build --release`);
+/// the test does not build it itself: a nested cargo inherits the test's environment, which
+/// changes build-script fingerprints and rebuilds half the release tree every time.
 fn release_binary() -> PathBuf {
     let debug = PathBuf::from(env!("CARGO_BIN_EXE_secret-injector"));
     let release = debug
@@ -247,24 +254,59 @@ fn release_binary() -> PathBuf {
         .and_then(Path::parent)
         .unwrap()
         .join("release/secret-injector");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "secret-injector"])
-        .current_dir(REPO)
-        .env(
-            "CARGO_TARGET_DIR",
-            debug.parent().and_then(Path::parent).unwrap(),
-        )
-        .status()
-        .expect("running cargo build --release");
-    assert!(status.success(), "cargo build --release failed");
-    assert!(release.is_file(), "{} missing", release.display());
+    assert!(
+        release.is_file(),
+        "{} is missing: run `cargo build --release --locked` first (`make test` does)",
+        release.display()
+    );
+    // A release binary older than the sources still shows the runtime conditions, but say so.
+    let built = std::fs::metadata(&release).unwrap().modified().unwrap();
+    if newest_source(&Path::new(REPO).join("src")) > built {
+        eprintln!(
+            "warning: {} is older than src/; `make test` rebuilds it",
+            release.display()
+        );
+    }
     release
+}
+
+fn newest_source(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            std::fs::metadata(&path).unwrap().modified().unwrap()
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 fn deployment() -> Value {
     let text = std::fs::read_to_string(format!("{REPO}/deploy/base/deployment.yaml")).unwrap();
     serde_saphyr::from_str(&text).unwrap()
+}
+
+fn registered_metrics(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            names.extend(registered_metrics(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for part in text.split(".register(").skip(1) {
+                let part = part.trim_start();
+                if let Some(rest) = part.strip_prefix('"') {
+                    let name = &rest[..rest.find('"').unwrap()];
+                    names.push(format!("secret_injector_{name}"));
+                }
+            }
+        }
+    }
+    names
 }
 
 fn metric_names(text: &str) -> Vec<String> {
