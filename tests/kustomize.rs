@@ -345,7 +345,7 @@ fn deployment_matches_the_binary_flags_and_the_image() {
         .unwrap_or(0);
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(
-        grace > sleep as i64 + drain + timeout,
+        grace > sleep + drain + timeout,
         "terminationGracePeriodSeconds {grace} must exceed preStop {sleep} + drain {drain} + timeout {timeout}"
     );
     assert_eq!(container.image.as_deref(), Some(base_image().as_str()));

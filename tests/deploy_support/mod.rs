@@ -530,8 +530,8 @@ pub fn dockerfile_user() -> (i64, i64) {
     let text = std::fs::read_to_string(format!("{REPO}/Dockerfile")).unwrap();
     let user = text
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("the Dockerfile sets USER");
     let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
     (uid.parse().unwrap(), gid.parse().unwrap())
