@@ -341,7 +341,8 @@ fn deployment_matches_the_binary_flags_and_the_image() {
         .flags
         .iter()
         .find(|f| f.contains("drain"))
-        .map(|f| parse_seconds(&help.default(f)))
+        .and_then(|f| help.try_default(f))
+        .map(|d| parse_seconds(&d))
         .unwrap_or(0);
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(

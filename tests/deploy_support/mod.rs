@@ -496,12 +496,14 @@ impl Help {
     }
 
     pub fn default(&self, flag: &str) -> String {
+        self.try_default(flag)
+            .unwrap_or_else(|| panic!("--{flag} has no default: {}", self.text_of(flag)))
+    }
+
+    pub fn try_default(&self, flag: &str) -> Option<String> {
         let text = self.text_of(flag);
-        let at = text
-            .find("[default: ")
-            .unwrap_or_else(|| panic!("--{flag} has no default: {text}"));
-        let rest = &text[at + 10..];
-        rest[..rest.find(']').unwrap()].to_string()
+        let rest = &text[text.find("[default: ")? + 10..];
+        Some(rest[..rest.find(']')?].to_string())
     }
 }
 
