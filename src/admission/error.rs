@@ -55,6 +55,16 @@ pub enum InjectError {
     },
 }
 
+/// Plan errors keep their own variants (and so their kind) in a denial.
+impl From<crate::plan::PlanError> for InjectError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        match e {
+            crate::plan::PlanError::Spec(e) => InjectError::Spec(e),
+            crate::plan::PlanError::Patch(e) => InjectError::Patch(e),
+        }
+    }
+}
+
 /// A backend read that failed, with what it was for.
 #[derive(Debug, thiserror::Error)]
 #[error("{store}: fetching {keys} as {identity} failed: {error}")]

@@ -14,8 +14,9 @@ use super::Injector;
 use crate::fetch;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Target};
-use crate::patch::{self, PodPatch};
-use crate::spec::{self, ParseContext};
+use crate::patch::PodPatch;
+use crate::plan;
+use crate::spec;
 use crate::store::{self, ResolvedStore};
 use crate::workload;
 
@@ -89,32 +90,15 @@ async fn pipeline(
     let client = &injector.client;
 
     let workload = owner_chain(injector, namespace, pod).await?;
-    let mut annotations = spec::config_annotations(&workload.annotations);
-    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
-
-    let container_names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let Some(spec) = spec::parse(
-        &annotations,
-        &ParseContext {
-            workload_name: workload.name.as_deref(),
-            container_names: &container_names,
-            min_refresh_interval: injector.config.min_refresh_interval,
-        },
+    let Some(plan::Planned { spec, patch }) = plan::plan(
+        pod,
+        workload.name.as_deref(),
+        &workload.annotations,
+        injector.config.min_refresh_interval,
     )?
     else {
         return Ok(None);
     };
-    let patch = patch::plan(pod, &spec)?;
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
