@@ -909,7 +909,17 @@ fn check_workload(
     ) {
         Ok(Some(p)) => p,
         Ok(None) => {
-            report.reason = Some("the annotations ask for nothing".into());
+            let opted_out =
+                w.chain_annotations.get(spec::ANN_INJECT).map(|v| v.trim()) == Some("false");
+            report.reason = Some(if opted_out {
+                format!(
+                    "the {} opts its pods out ({}: \"false\")",
+                    w.kind,
+                    spec::ANN_INJECT
+                )
+            } else {
+                "the annotations ask for nothing".into()
+            });
             return report;
         }
         Err(e) => {
