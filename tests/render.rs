@@ -302,8 +302,8 @@ fn deployment(case: &Broken, name: &str) -> Value {
     })
 }
 
-/// What `/mutate` answers for the pod the Deployment's ReplicaSet would create.
-async fn mutate_denial(standin: &StandIn, router: &axum::Router, deployment: &Value) -> String {
+/// What `/mutate` answers (dry run) for the pod the Deployment's ReplicaSet would create.
+async fn mutate(standin: &StandIn, router: &axum::Router, deployment: &Value) -> Value {
     let name = deployment["metadata"]["name"].as_str().unwrap();
     let d = standin.seed(deployment.clone());
     let rs_name = format!("{name}-5d8f7c9b6");
@@ -337,15 +337,18 @@ async fn mutate_denial(standin: &StandIn, router: &axum::Router, deployment: &Va
         .unwrap();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(body["response"]["allowed"], false, "{name}: {body}");
-    body["response"]["status"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    body["response"].clone()
 }
 
-#[tokio::test]
-async fn broken_manifests_print_the_webhooks_own_denial_and_exit_1() {
+/// The denial `/mutate` answers for the Deployment's pod.
+async fn mutate_denial(standin: &StandIn, router: &axum::Router, deployment: &Value) -> String {
+    let response = mutate(standin, router, deployment).await;
+    let name = &deployment["metadata"]["name"];
+    assert_eq!(response["allowed"], false, "{name}: {response}");
+    response["status"]["message"].as_str().unwrap().to_string()
+}
+
+async fn standin_with_stores() -> StandIn {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let standin = StandIn::start().await;
     standin.seed(json!({"apiVersion": "v1", "kind": "Namespace",
@@ -355,8 +358,11 @@ async fn broken_manifests_print_the_webhooks_own_denial_and_exit_1() {
     for s in stores() {
         standin.seed(s);
     }
-    let endpoints = EndpointPolicy::with_vault(&[VAULT]);
-    let injector = Arc::new(Injector::new(
+    standin
+}
+
+fn router(standin: &StandIn, endpoints: &EndpointPolicy) -> axum::Router {
+    secret_injector::server::router(Arc::new(Injector::new(
         standin.client(),
         InjectorConfig {
             endpoints: endpoints.clone(),
@@ -364,8 +370,44 @@ async fn broken_manifests_print_the_webhooks_own_denial_and_exit_1() {
         },
         Metrics::new(),
         DigestKey::random(),
-    ));
-    let router = secret_injector::server::router(injector);
+    )))
+}
+
+#[tokio::test]
+async fn the_example_patch_is_the_one_mutate_answers() {
+    let standin = standin_with_stores().await;
+    let endpoints = EndpointPolicy::with_vault(&[VAULT]);
+    let router = router(&standin, &endpoints);
+    let (code, json_out, err) = run(
+        &["-f", "deploy/examples/deployment.yaml", "-o", "json"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&json_out).unwrap();
+    let example: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/deployment.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let response = mutate(&standin, &router, &example).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    use base64::Engine;
+    let patch: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().expect("a patch"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["workloads"][0]["patch"], patch);
+}
+
+#[tokio::test]
+async fn broken_manifests_print_the_webhooks_own_denial_and_exit_1() {
+    let standin = standin_with_stores().await;
+    let endpoints = EndpointPolicy::with_vault(&[VAULT]);
+    let router = router(&standin, &endpoints);
     let options = Options {
         endpoints,
         ..Options::default()
