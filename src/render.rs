@@ -459,18 +459,22 @@ struct Object {
 }
 
 fn documents(input: &Input) -> Result<Vec<Object>, InputError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&input.text).map_err(|e| {
-        // Position only: the parser's message can quote the input.
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        InputError::Yaml {
-            file: input.source.clone(),
-            line,
-            column,
-        }
-    })?;
+    // As kubectl reads manifests (YAML 1.1 via sigs.k8s.io/yaml): `defaultMode: 0440` is octal.
+    let mut yaml = serde_saphyr::Options::default();
+    yaml.legacy_octal_numbers = true;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(&input.text, yaml).map_err(|e| {
+            // Position only: the parser's message can quote the input.
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            InputError::Yaml {
+                file: input.source.clone(),
+                line,
+                column,
+            }
+        })?;
     let mut out = Vec::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;

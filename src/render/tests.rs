@@ -232,3 +232,14 @@ items:
         .unwrap()
         .starts_with("annotation secret-injector.io/secret-name: missing"));
 }
+
+#[test]
+fn manifests_are_read_as_kubectl_reads_them() {
+    // YAML 1.1 octal, as in deploy/deployment.yaml's `defaultMode: 0440`.
+    let text = deployment(
+        "        secret-injector.io/store: s\n        secret-injector.io/file.ca.crt: k#p",
+        "      volumes: [{name: v, secret: {secretName: x, defaultMode: 0440}}]",
+    );
+    let report = render(&input(&text), None, &Options::default()).unwrap();
+    assert_eq!(report.workloads[0].result, Outcome::Injected);
+}
