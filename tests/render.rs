@@ -499,3 +499,43 @@ async fn broken_manifests_print_the_webhooks_own_denial_and_exit_1() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_invalid_store_prints_the_validating_webhooks_own_denial() {
+    let standin = StandIn::start().await;
+    let endpoints = EndpointPolicy::with_vault(&[VAULT]);
+    let router = router(&standin, &endpoints);
+    let rogue = stores()[1].clone();
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "render-store", "kind": {"group": "secret-injector.io", "version": "v1alpha1", "kind": "SecretStore"},
+            "resource": {"group": "secret-injector.io", "version": "v1alpha1", "resource": "secretstores"},
+            "namespace": "payments", "name": "rogue", "operation": "CREATE",
+            "userInfo": {"username": "alice"}, "object": rogue}});
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/validate")
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&review).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    let stores = vec![Input {
+        source: "stores.yaml".into(),
+        text: serde_json::to_string(&rogue).unwrap(),
+    }];
+    let options = Options {
+        endpoints,
+        ..Options::default()
+    };
+    let report = render::render(&[], Some(&stores), &options).unwrap();
+    assert_eq!(
+        report.stores.as_ref().unwrap()[0].denial.as_deref(),
+        body["response"]["status"]["message"].as_str()
+    );
+    assert_eq!(report.exit_code(), 1);
+}
