@@ -23,7 +23,7 @@ STAMP   := $(VENV)/.tools-stamp
 OPENBAO_VERSION := 2.7.2
 MOTO_VERSION    := 5.2.5
 
-# The tests find the backends through these (see tests/support/openbao.rs).
+# The tests find the backends through these (see tests/rig/src/tools.rs).
 TEST_ENV := BAO_BIN=$(VENV)/bin/bao MOTO_SERVER=$(VENV)/bin/moto_server
 
 CRD_FILE        := deploy/crds/secret-injector.io_crds.yaml
@@ -48,11 +48,29 @@ $(STAMP): Makefile
 	test -x $(VENV)/bin/moto_server
 	touch $@
 
+# PostgreSQL server binaries for the dynamic-secrets rig (tests/support/postgres.rs starts its own
+# throw-away clusters): Debian's `postgresql` package when no `initdb` is found. No cluster is
+# created and no service is left running (create_main_cluster = false).
+.PHONY: postgresql
+tools: postgresql
+postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL: $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1 || command -v initdb)"; \
+	else \
+		sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$sudo mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" | $$sudo tee /etc/postgresql-common/createcluster.d/50-no-main-cluster.conf >/dev/null; \
+		$$sudo apt-get update -qq; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+		ls /usr/lib/postgresql/*/bin/initdb; \
+	fi
+
 build: check-cargo
 	$(CARGO) build --release --locked
 
+# --workspace: the stand-in's and the rig's self-tests live in the workspace members under tests/.
 test: tools
-	$(TEST_ENV) $(CARGO) test --locked
+	$(TEST_ENV) $(CARGO) test --workspace --locked
 
 demo: tools
 	$(TEST_ENV) $(CARGO) test --locked --test demo -- --nocapture
@@ -63,7 +81,7 @@ bench: tools
 
 lint: check-cargo
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 crds: check-cargo
 	@mkdir -p $(dir $(CRD_FILE))

@@ -11,23 +11,21 @@
 //! The load generator runs in this process on the same 2 cores as both servers, so absolute
 //! numbers include its cost; the ratio against the bare server is the meaningful figure.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
 use k8s_openapi::api::core::v1::Secret;
-use secret_injector::identity::PodIdentity;
-use secret_injector::managed::{self, DigestKey, Owner, Target};
+use k8s_standin::StandIn;
+use secret_injector::k8s::{Owner, OwnerKind, WorkloadKind};
+use secret_injector::managed::{self, DigestKey, Recorded, Target};
 use secret_injector::redact::SecretBytes;
 use secret_injector::spec::{self, ParseContext};
 use serde_json::{json, Value};
-use support::rig::{pod_review, NS, REPLICASET, SA};
-use support::standin::StandIn;
-use support::webhook::Webhook;
+use test_rig::payments::{pod_review, NS, REPLICASET, SA};
+use test_rig::webhook::{Tls, Webhook};
 
 const RATE: u32 = 1000;
 const SECONDS: u64 = 10;
@@ -80,21 +78,23 @@ fn seed_warm(standin: &StandIn) -> String {
     )
     .unwrap()
     .unwrap();
-    let identity = PodIdentity {
-        namespace: NS.into(),
-        service_account: SA.into(),
-    };
+    let item = &spec.items[0];
     let owner = Owner {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
+        namespace: NS.into(),
+        kind: OwnerKind::Known(WorkloadKind::Deployment),
         name: "payments-api".into(),
         uid: Some(deployment_uid),
     };
     let target = Target {
-        namespace: NS,
-        item: &spec.items[0],
-        identity: &identity,
-        owner: &owner,
+        namespace: NS.into(),
+        name: item.secret_name.clone(),
+        record: Recorded {
+            source: item.source(),
+            service_account: SA.into(),
+            refresh_interval: item.refresh_interval,
+            owner,
+            rollout: item.rollout,
+        },
     };
     let data = [("DB_USERNAME", "u"), ("DB_PASSWORD", "p")]
         .iter()
@@ -104,7 +104,7 @@ fn seed_warm(standin: &StandIn) -> String {
         &target,
         &data,
         &DigestKey::random(),
-        time::OffsetDateTime::now_utc(),
+        k8s_openapi::jiff::Timestamp::now(),
     );
     standin.seed(serde_json::to_value(&secret).unwrap());
     rs["metadata"]["uid"].as_str().unwrap().to_string()
@@ -220,6 +220,20 @@ async fn wait_metric(webhook: &Webhook, series: &str, at_least: f64, timeout: Du
     false
 }
 
+/// The `secret-injector serve` binary with a certificate from its own generator, as
+/// tests/support/mod.rs starts it for the tests (a bench cannot share that module).
+async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
+    let generated =
+        secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+            .unwrap();
+    let tls = Tls {
+        ca_pem: generated.ca_pem,
+        cert_pem: generated.cert_pem,
+        key_pem: generated.key_pem,
+    };
+    let binary = Path::new(env!("CARGO_BIN_EXE_secret-injector"));
+    Webhook::start(binary, tls, standin, extra_args).await
+}
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -229,7 +243,7 @@ fn main() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let standin = StandIn::start().await;
         let rs_uid = seed_warm(&standin);
-        let webhook = Webhook::start_with(&standin, &["--allowed-vault-servers", "https://127.0.0.1:9"]).await;
+        let webhook = start_webhook(&standin, &["--allowed-vault-servers", "https://127.0.0.1:9"]).await;
         let body = Arc::new(serde_json::to_vec(&review(&rs_uid)).unwrap());
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let mut report = vec![format!("AdmissionReview body: {} bytes; load: {RATE} req/s open-loop for {SECONDS}s; {cores} cores shared by load generator and servers", body.len())];

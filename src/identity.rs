@@ -34,7 +34,7 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(600);
 pub enum IdentityError {
     #[error("{identity} does not exist")]
     ServiceAccountNotFound { identity: PodIdentity },
-    #[error("TokenRequest for {identity} failed: {}", crate::api_error_message(.source))]
+    #[error("TokenRequest for {identity} failed: {}", crate::k8s::api_error_message(.source))]
     Api {
         identity: PodIdentity,
         #[source]
@@ -42,7 +42,7 @@ pub enum IdentityError {
     },
     #[error("TokenRequest for {identity} returned no token")]
     Empty { identity: PodIdentity },
-    #[error("reading {identity} failed: {}", crate::api_error_message(.source))]
+    #[error("reading {identity} failed: {}", crate::k8s::api_error_message(.source))]
     Lookup {
         identity: PodIdentity,
         #[source]

@@ -64,11 +64,7 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            return match self
-                .api
-                .create(&crate::managed::post_params(), &lease)
-                .await
-            {
+            return match self.api.create(&crate::k8s::post_params(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -117,11 +113,7 @@ impl Elector {
         // Fenced: resourceVersion comes from what we read.
         match self
             .api
-            .replace(
-                &self.config.lease_name,
-                &crate::managed::post_params(),
-                &next,
-            )
+            .replace(&self.config.lease_name, &crate::k8s::post_params(), &next)
             .await
         {
             Ok(_) => {
@@ -149,11 +141,7 @@ impl Elector {
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         let _ = self
             .api
-            .replace(
-                &self.config.lease_name,
-                &crate::managed::post_params(),
-                &lease,
-            )
+            .replace(&self.config.lease_name, &crate::k8s::post_params(), &lease)
             .await;
     }
 }

@@ -6,13 +6,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            secret_injector::init_tracing(args.log_format, &args.log);
-            secret_injector::serve(*args).await
+            secret_injector::telemetry::init_tracing(args.log_format, &args.log);
+            Ok(secret_injector::app::run(*args).await?)
         }
         Command::Certs(args) => secret_injector::certs::run(&args),
         Command::Render(args) => std::process::exit(secret_injector::render::run(&args)),
         Command::Crds => {
-            print!("{}", secret_injector::certs::crds_yaml()?);
+            print!("{}", secret_injector::store::crd::crds_yaml()?);
             Ok(())
         }
     }

@@ -3,16 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Api, Client};
+use kube::Client;
 
-use crate::managed::Owner;
+use crate::k8s::{api_error_message, Owner, WorkloadKind};
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading the pod's owner {kind} {name} failed: {}", crate::api_error_message(.source))]
+#[error("reading the pod's owner {kind} {name} failed: {}", api_error_message(.source))]
 pub struct WorkloadError {
     pub kind: String,
     pub name: String,
@@ -22,8 +20,8 @@ pub struct WorkloadError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
-    /// The top-most owner we could identify; None for a bare pod.
-    pub owner: Option<Owner>,
+    /// The top-most owner we could identify, or the bare pod itself.
+    pub owner: Owner,
     /// Owner name, or the pod's name for a bare pod (None when it only has generateName).
     pub name: Option<String>,
     /// Annotations of the owner chain, top-most first (lower levels override).
@@ -60,16 +58,11 @@ pub async fn resolve(
     Ok(match top {
         Some(r) => Workload {
             name: Some(r.name.clone()),
-            owner: Some(Owner {
-                api_version: r.api_version,
-                kind: r.kind,
-                name: r.name,
-                uid: Some(r.uid),
-            }),
+            owner: Owner::from_reference(namespace, &r),
             annotations,
         },
         None => Workload {
-            owner: None,
+            owner: Owner::bare_pod(namespace, pod.metadata.name.as_deref().unwrap_or_default()),
             name: pod.metadata.name.clone(),
             annotations,
         },
@@ -91,38 +84,14 @@ async fn fetch_meta(
     namespace: &str,
     r: &OwnerReference,
 ) -> Result<Option<ObjectMeta>, WorkloadError> {
-    let group = r.api_version.split('/').next().unwrap_or_default();
-    let result = match (group, r.kind.as_str()) {
-        ("apps", "ReplicaSet") => get_meta::<ReplicaSet>(client, namespace, &r.name).await,
-        ("apps", "Deployment") => get_meta::<Deployment>(client, namespace, &r.name).await,
-        ("apps", "StatefulSet") => get_meta::<StatefulSet>(client, namespace, &r.name).await,
-        ("apps", "DaemonSet") => get_meta::<DaemonSet>(client, namespace, &r.name).await,
-        ("batch", "Job") => get_meta::<Job>(client, namespace, &r.name).await,
-        ("batch", "CronJob") => get_meta::<CronJob>(client, namespace, &r.name).await,
-        _ => return Ok(None),
+    let Some(kind) = WorkloadKind::from_type(&r.api_version, &r.kind) else {
+        return Ok(None);
     };
-    result.map_err(|source| WorkloadError {
-        kind: r.kind.clone(),
-        name: r.name.clone(),
-        source: Box::new(source),
-    })
-}
-
-/// An object's metadata by name, or None when it does not exist.
-pub(crate) async fn get_meta<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<ObjectMeta>, kube::Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Ok(Api::<K>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .map(|o| o.meta().clone()))
+    kind.get_meta(client, namespace, &r.name)
+        .await
+        .map_err(|source| WorkloadError {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            source: Box::new(source),
+        })
 }

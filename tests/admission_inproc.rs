@@ -1,20 +1,18 @@
 //! In-process HTTP layer: the library's Router driven with `tower::ServiceExt::oneshot` and the
 //! AdmissionReview fixtures under tests/fixtures/, against the Kubernetes API stand-in.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
-use secret_injector::admission::{Injector, InjectorConfig};
+use k8s_standin::StandIn;
+use secret_injector::context::{Context, ContextConfig};
 use secret_injector::managed::DigestKey;
 use secret_injector::metrics::Metrics;
 use secret_injector::store::EndpointPolicy;
 use serde_json::{json, Value};
-use support::standin::StandIn;
 use tower::ServiceExt;
 
 fn fixture(name: &str) -> Value {
@@ -22,10 +20,10 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn injector(standin: &StandIn, mut config: InjectorConfig) -> Arc<Injector> {
+fn injector(standin: &StandIn, mut config: ContextConfig) -> Arc<Context> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     config.endpoints = EndpointPolicy::with_vault(&["http://127.0.0.1:*", "https://127.0.0.1:*"]);
-    Arc::new(Injector::new(
+    Arc::new(Context::new(
         standin.client(),
         config,
         Metrics::new(),
@@ -73,7 +71,7 @@ fn seed(standin: &StandIn, vault_addr: &str) {
 #[tokio::test]
 async fn fixtures_that_need_no_injection_are_allowed_without_api_calls() {
     let standin = StandIn::start().await;
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     for name in [
         "pod-create-no-annotations.json",
         "pod-create-opted-out.json",
@@ -99,7 +97,7 @@ async fn fixtures_that_need_no_injection_are_allowed_without_api_calls() {
 async fn unknown_annotation_fixture_is_denied_before_any_backend_work() {
     let standin = StandIn::start().await;
     seed(&standin, "https://vault.invalid:8200");
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     let review = fixture("pod-create-unknown-annotation.json");
     let (_, body) = post(&router, serde_json::to_vec(&review).unwrap()).await;
     assert_eq!(body["response"]["uid"], review["request"]["uid"]);
@@ -115,7 +113,7 @@ async fn dry_run_fixture_returns_the_patch_without_side_effects() {
     let standin = StandIn::start().await;
     // An address nothing listens on: any attempt to reach the backend would fail the test.
     seed(&standin, "https://127.0.0.1:9");
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     let review = fixture("pod-create-short-form-dry-run.json");
     let (_, body) = post(&router, serde_json::to_vec(&review).unwrap()).await;
     assert_eq!(body["response"]["allowed"], true, "{body}");
@@ -127,7 +125,7 @@ async fn dry_run_fixture_returns_the_patch_without_side_effects() {
 #[tokio::test]
 async fn malformed_bodies_get_400_or_an_invalid_review() {
     let standin = StandIn::start().await;
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     let (status, _) = post(&router, b"\x00\xff garbage".to_vec()).await;
     assert_eq!(status, 400);
     let (status, body) = post(
@@ -159,9 +157,9 @@ async fn a_hanging_backend_is_cut_off_by_the_internal_deadline() {
         }
     });
     seed(&standin, &format!("http://{addr}"));
-    let config = InjectorConfig {
+    let config = ContextConfig {
         deadline: Duration::from_millis(1500),
-        ..InjectorConfig::default()
+        ..ContextConfig::default()
     };
     let router = secret_injector::server::router(injector(&standin, config));
     let review = fixture("pod-create-short-form.json");
@@ -223,7 +221,7 @@ async fn owner_chains_name_the_secret_and_contribute_annotations() {
         .unwrap()["metadata"]["uid"]
         .clone();
 
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     let pod_annotations = json!({"secret-injector.io/store": "vault-backend", "secret-injector.io/env.TOKEN": "payments/report#token"});
 
     let job = dry_run_owned_by(&router, json!({"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-report-29001", "uid": job_uid, "controller": true}), pod_annotations.clone()).await;
@@ -269,7 +267,7 @@ async fn cluster_store_conditions_select_namespaces_by_name_or_label() {
         json!([{"namespaces": ["platform"]}, {"namespaces": ["payments"]}]),
     ));
     standin.seed(store("elsewhere", json!([{"namespaces": ["platform"]}, {"namespaceSelector": {"matchLabels": {"tier": "public"}}}])));
-    let router = secret_injector::server::router(injector(&standin, InjectorConfig::default()));
+    let router = secret_injector::server::router(injector(&standin, ContextConfig::default()));
     let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-7c9f8d6b5", "uid": "5b1f0c6e-0000-4000-8000-000000000001", "controller": true});
     for (store, allowed) in [
         ("open", true),

@@ -15,13 +15,14 @@ use std::process::ExitCode;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_standin::StandIn;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::moto::Moto;
-use support::openbao::OpenBao;
-use support::rig::{apply_patch, decoded_patch, pod_review};
-use support::standin::StandIn;
-use support::webhook::Webhook;
+use support::start_webhook;
+use test_rig::moto::Moto;
+use test_rig::openbao::OpenBao;
+use test_rig::payments::{apply_patch, decoded_patch, pod_review};
+use test_rig::webhook::Webhook;
 
 fn step(n: u32, text: &str) {
     println!("\n\x1b[1m[{n}] {text}\x1b[0m");
@@ -167,7 +168,7 @@ async fn demo() -> Result<(), String> {
         "Starting the webhook: secret-injector serve (TLS, real binary)",
     );
     // The AWS half (below) talks to moto on loopback; the operator allows that endpoint.
-    let webhook = Webhook::start_with(
+    let webhook = start_webhook(
         &standin,
         &[
             "--allowed-aws-endpoints",

@@ -6,9 +6,10 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::moto::Moto;
-use support::rig::*;
-use support::webhook::Webhook;
+use support::start_webhook;
+use test_rig::moto::Moto;
+use test_rig::payments::*;
+use test_rig::webhook::Webhook;
 
 const STORE: &str = "aws-sm";
 const ROLE: &str = "payments-irsa";
@@ -51,7 +52,7 @@ async fn aws_rig() -> AwsRig {
 }
 
 async fn webhook(rig: &Rig) -> Webhook {
-    Webhook::start_with(
+    start_webhook(
         &rig.standin,
         &["--allowed-aws-endpoints", "http://127.0.0.1:*"],
     )
@@ -463,7 +464,7 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
     };
     let other_region = format!(
         "arn:aws:secretsmanager:us-east-1:{}:secret:payments/fraud-feed",
-        support::moto::ACCOUNT
+        test_rig::moto::ACCOUNT
     );
     // (name, ServiceAccount, annotations, fragments, TokenRequests allowed)
     let cases: Vec<(&str, &str, Value, Vec<&str>, bool)> = vec![
@@ -614,7 +615,7 @@ async fn aws_failures_are_denied_naming_the_cause_and_nothing_is_written() {
 #[tokio::test]
 async fn the_refresher_picks_up_a_rotation_in_secrets_manager() {
     let AwsRig { rig, moto } = aws_rig().await;
-    let webhook = Webhook::start_with(
+    let webhook = start_webhook(
         &rig.standin,
         &[
             "--allowed-aws-endpoints",

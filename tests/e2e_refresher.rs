@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::rig::*;
-use support::webhook::Webhook;
+use support::start_webhook;
+use test_rig::payments::*;
+use test_rig::webhook::Webhook;
 
 const FAST: [&str; 8] = [
     "--min-refresh-interval",
@@ -81,7 +82,7 @@ fn metric(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn a_rotated_value_reaches_the_secret_and_rolls_the_deployment_once() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("2s")).await;
     assert_eq!(password(&rig), DB_PASSWORD);
     assert!(restarted_at(&rig).is_none());
@@ -145,7 +146,7 @@ async fn two_secrets_of_one_workload_rotated_together_roll_it_once() {
             json!({"token": "api_SENTINEL_1"}),
         )
         .await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     let items = r#"
 - name: payments-db
   storeRef: {name: vault-backend}
@@ -191,7 +192,7 @@ async fn two_secrets_of_one_workload_rotated_together_roll_it_once() {
 #[tokio::test]
 async fn no_upstream_change_means_no_writes_at_all() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1s")).await;
     let before = secret(&rig, "payments-api-injected");
     rig.standin.reset_counts();
@@ -220,7 +221,7 @@ async fn no_upstream_change_means_no_writes_at_all() {
 #[tokio::test]
 async fn an_outage_keeps_the_last_good_value_and_backs_off() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1s")).await;
     let before = secret(&rig, "payments-api-injected");
     // Let the refresher settle into its steady schedule first.
@@ -282,7 +283,7 @@ async fn an_outage_keeps_the_last_good_value_and_backs_off() {
 #[tokio::test]
 async fn one_leader_refreshes_and_a_successor_takes_over() {
     let rig = Rig::start().await;
-    let mut first = Webhook::start_with(&rig.standin, &FAST).await;
+    let mut first = start_webhook(&rig.standin, &FAST).await;
     let holder = || {
         rig.standin
             .object("leases", Some("secret-injector"), "secret-injector-leader")
@@ -290,7 +291,7 @@ async fn one_leader_refreshes_and_a_successor_takes_over() {
     };
     wait_for("a leader", Duration::from_secs(10), || holder().is_some()).await;
     let leader = holder().unwrap();
-    let second = Webhook::start_with(&rig.standin, &FAST).await;
+    let second = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &second, annotations("1s")).await;
 
     rotate(&rig, "payments/db", "ha_SENTINEL_1").await;
@@ -325,12 +326,12 @@ async fn one_leader_refreshes_and_a_successor_takes_over() {
 #[tokio::test]
 async fn restarts_never_roll_and_interval_zero_never_refreshes() {
     let rig = Rig::start().await;
-    let mut webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let mut webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1s")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     webhook.stop().await;
     rig.standin.reset_counts();
-    let restarted = Webhook::start_with(&rig.standin, &FAST).await;
+    let restarted = start_webhook(&rig.standin, &FAST).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
         metric(
@@ -348,7 +349,7 @@ async fn restarts_never_roll_and_interval_zero_never_refreshes() {
 
     // refreshInterval 0: fetched once at admission, never again.
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("0")).await;
     rotate(&rig, "payments/db", "never_SENTINEL").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -374,7 +375,7 @@ async fn restarts_never_roll_and_interval_zero_never_refreshes() {
 #[tokio::test]
 async fn force_sync_on_the_secret_or_the_workload_refreshes_now() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1h")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -405,7 +406,7 @@ async fn force_sync_on_the_secret_or_the_workload_refreshes_now() {
 #[tokio::test]
 async fn a_secret_whose_owner_is_gone_is_deleted() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1s")).await;
     rig.standin.remove("deployments", Some(NS), DEPLOYMENT);
     wait_for("the orphan to be deleted", Duration::from_secs(8), || {
@@ -427,7 +428,7 @@ async fn a_secret_whose_owner_is_gone_is_deleted() {
 #[tokio::test]
 async fn a_forged_managed_secret_outside_opted_in_namespaces_is_ignored() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     // A namespace that never opted in, with its own ServiceAccount and store, and a Secret that
     // merely *looks* managed (anyone who can write Secrets there could create it).
     rig.standin
@@ -484,7 +485,7 @@ async fn a_forged_managed_secret_outside_opted_in_namespaces_is_ignored() {
 #[tokio::test]
 async fn changing_the_refresh_interval_reaches_the_existing_secret() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start_with(&rig.standin, &FAST).await;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
     admit(&rig, &webhook, annotations("1h")).await;
     assert_eq!(
         secret(&rig, "payments-api-injected")["metadata"]["annotations"]

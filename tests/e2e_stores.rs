@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_standin::StandIn;
 use serde_json::{json, Value};
-use support::rig::*;
-use support::standin::StandIn;
-use support::webhook::Webhook;
+use support::start_webhook;
+use test_rig::payments::*;
 
 const STRICT: [&str; 4] = [
     "--allowed-vault-servers",
@@ -44,7 +44,7 @@ fn store_review(uid: &str, operation: &str, object: &Value) -> Value {
 #[tokio::test]
 async fn fixture_table_of_stores_through_validate_over_https() {
     let standin = StandIn::start().await;
-    let webhook = Webhook::start_with(&standin, &STRICT).await;
+    let webhook = start_webhook(&standin, &STRICT).await;
     let path = format!("{}/tests/fixtures/stores.json", env!("CARGO_MANIFEST_DIR"));
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(cases.len() >= 25, "the table holds at least 25 stores");
@@ -140,7 +140,7 @@ async fn a_disallowed_store_is_refused_before_any_token_or_connection() {
     let (addr, connections) = counting_listener().await;
     // Only the real OpenBao is allowed.
     let allowed = rig.bao.addr();
-    let webhook = Webhook::start_with(&rig.standin, &["--allowed-vault-servers", &allowed]).await;
+    let webhook = start_webhook(&rig.standin, &["--allowed-vault-servers", &allowed]).await;
     // Stores created directly in the API, bypassing /validate (or predating the rule).
     rig.seed_store("rogue", json!({"server": format!("http://{addr}")}));
     rig.seed_store("metadata", json!({"server": "http://169.254.169.254"}));
@@ -210,7 +210,7 @@ async fn the_leader_keeps_store_status_current() {
     rig.seed_store("invalid", json!({"path": "secret/data"}));
     rig.standin.seed(json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": "shared"},
         "spec": {"provider": {"vault": {"server": rig.bao.addr(), "path": "secret", "auth": {"kubernetes": {"role": "payments", "audiences": ["vault"]}}}}}}));
-    let webhook = Webhook::start_with(
+    let webhook = start_webhook(
         &rig.standin,
         &[
             "--allowed-vault-servers",
@@ -283,14 +283,14 @@ async fn the_leader_keeps_store_status_current() {
 async fn a_new_leader_takes_over_within_the_lease_duration() {
     let standin = StandIn::start().await;
     let args = ["--lease-duration", "3s", "--store-check-interval", "1m"];
-    let mut first = Webhook::start_with(&standin, &args).await;
+    let mut first = start_webhook(&standin, &args).await;
     let holder = || {
         standin
             .object("leases", Some("secret-injector"), "secret-injector-leader")
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
     };
     wait_for("a leader", Duration::from_secs(10), || holder().is_some()).await;
-    let second = Webhook::start_with(&standin, &args).await;
+    let second = start_webhook(&standin, &args).await;
     let leader = holder().unwrap();
     // Both serve admissions; only one holds the lease, and it keeps holding it.
     tokio::time::sleep(Duration::from_secs(2)).await;

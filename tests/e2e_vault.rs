@@ -4,8 +4,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::rig::*;
-use support::webhook::Webhook;
+use support::start_webhook;
+use test_rig::payments::*;
 
 const SENTINELS: [&str; 3] = [DB_USERNAME, DB_PASSWORD, FEED_KEY];
 
@@ -41,7 +41,7 @@ fn env_refs(patch: &Value) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn deployment_pod_gets_vault_values_through_a_managed_secret() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let deployment_uid = rig
         .standin
@@ -152,7 +152,7 @@ async fn deployment_pod_gets_vault_values_through_a_managed_secret() {
 #[tokio::test]
 async fn unbound_service_account_is_denied_with_the_403_even_right_after_a_bound_one() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let (_, ok) = webhook
         .mutate(&pod_review(
@@ -197,7 +197,7 @@ async fn unbound_service_account_is_denied_with_the_403_even_right_after_a_bound
 async fn full_form_with_two_items_writes_two_secrets_and_references_both() {
     let rig = Rig::start().await;
     rig.seed_store("legacy-kv", json!({"path": "kv1", "version": "v1"}));
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let items = r#"
 - name: payments-db
@@ -266,7 +266,7 @@ async fn full_form_with_two_items_writes_two_secrets_and_references_both() {
 #[tokio::test]
 async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
 
     // Dry run first: the same patch comes back, with no TokenRequest and no Secret written.
@@ -323,7 +323,7 @@ async fn reinvocation_is_a_no_op_and_dry_run_has_no_side_effects() {
 #[tokio::test]
 async fn a_secret_we_do_not_own_is_never_touched() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let foreign = rig.standin.seed(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -372,7 +372,7 @@ async fn bad_inputs_are_denied_naming_the_field_and_nothing_is_written() {
         "spec": {"provider": {"vault": {"server": rig.bao.addr(), "path": "secret", "auth": {"kubernetes": {"role": "payments", "audiences": ["vault"]}}}},
                  "conditions": [{"namespaces": ["platform"]}]}
     }));
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let base = |extra: Value| {
         let mut a = short_form();
@@ -434,7 +434,7 @@ async fn bad_inputs_are_denied_naming_the_field_and_nothing_is_written() {
 #[tokio::test]
 async fn pods_without_our_annotations_cost_nothing() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     rig.standin.reset_counts();
     for (uid, annotations) in [
@@ -477,7 +477,7 @@ async fn pods_without_our_annotations_cost_nothing() {
 #[tokio::test]
 async fn malformed_bodies_get_a_clean_answer() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let (status, body) = webhook.post("/mutate", b"{not json".to_vec()).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = webhook
@@ -509,7 +509,7 @@ async fn malformed_bodies_get_a_clean_answer() {
 #[tokio::test]
 async fn bare_pod_uses_its_own_name_and_has_no_owner_reference() {
     let rig = Rig::start().await;
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let (_, response) = webhook
         .mutate(&pod_review("uid-bare", None, SA, short_form()))
         .await;
@@ -544,7 +544,7 @@ async fn jwt_auth_method_logs_in_with_the_pods_own_token() {
         "vault-jwt",
         json!({"auth": {"kubernetes": null, "jwt": {"path": "jwt", "role": "payments-jwt", "audiences": ["vault"]}}}),
     );
-    let webhook = Webhook::start(&rig.standin).await;
+    let webhook = start_webhook(&rig.standin, &[]).await;
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let mut annotations = short_form();
     annotations["secret-injector.io/store"] = json!("vault-jwt");

@@ -23,7 +23,7 @@ fn documents(path: &str) -> Vec<Value> {
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let generated = secret_injector::certs::crds_yaml().unwrap();
+    let generated = secret_injector::store::crd::crds_yaml().unwrap();
     let committed = read("deploy/crds/secret-injector.io_crds.yaml");
     assert!(
         generated == committed,

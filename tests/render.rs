@@ -2,8 +2,6 @@
 //! denial `/mutate` answers for the same pod (the Router in-process, against the API stand-in).
 //! Set `UPDATE_GOLDEN=1` to rewrite the golden files after an intended change.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -11,13 +9,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::Request;
 use http_body_util::BodyExt;
-use secret_injector::admission::{Injector, InjectorConfig};
+use k8s_standin::StandIn;
+use secret_injector::context::{Context, ContextConfig};
 use secret_injector::managed::DigestKey;
 use secret_injector::metrics::Metrics;
 use secret_injector::render::{self, Input, Options, Outcome};
 use secret_injector::store::EndpointPolicy;
 use serde_json::{json, Value};
-use support::standin::StandIn;
 use tower::ServiceExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-injector");
@@ -362,11 +360,11 @@ async fn standin_with_stores() -> StandIn {
 }
 
 fn router(standin: &StandIn, endpoints: &EndpointPolicy) -> axum::Router {
-    secret_injector::server::router(Arc::new(Injector::new(
+    secret_injector::server::router(Arc::new(Context::new(
         standin.client(),
-        InjectorConfig {
+        ContextConfig {
             endpoints: endpoints.clone(),
-            ..InjectorConfig::default()
+            ..ContextConfig::default()
         },
         Metrics::new(),
         DigestKey::random(),

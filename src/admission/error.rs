@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use crate::identity::PodIdentity;
 use crate::managed::ManagedError;
 use crate::patch::PatchError;
-use crate::provider::{ProviderError, SelectError};
-use crate::spec::{SpecError, StoreRef};
+use crate::pipeline::FetchError;
+use crate::spec::SpecError;
 use crate::store::StoreError;
 use crate::workload::WorkloadError;
 
@@ -27,23 +26,7 @@ pub enum InjectError {
     #[error(transparent)]
     Managed(#[from] ManagedError),
     #[error(transparent)]
-    Fetch(Box<FetchFailure>),
-    /// `context` names the store, the remote key and the Secret key being produced.
-    #[error("{context}: {error}")]
-    Select { context: String, error: SelectError },
-    #[error(
-        "{origin}: Secret key {key:?} is produced twice (by {first} and by {second}); rename one"
-    )]
-    DuplicateKey {
-        origin: String,
-        key: String,
-        first: String,
-        second: String,
-    },
-    #[error(
-        "{origin}: the values add up to {bytes} bytes, over the 1 MiB limit of a Kubernetes Secret"
-    )]
-    TooLarge { origin: String, bytes: usize },
+    Fetch(#[from] FetchError),
     #[error(
         "no answer within the internal deadline of {}s while {stage}; the backend or the Kubernetes \
          API may be slow or unreachable — the pod was not admitted and nothing was written after that point",
@@ -65,16 +48,6 @@ impl From<crate::plan::PlanError> for InjectError {
     }
 }
 
-/// A backend read that failed, with what it was for.
-#[derive(Debug, thiserror::Error)]
-#[error("{store}: fetching {keys} as {identity} failed: {error}")]
-pub struct FetchFailure {
-    pub store: StoreRef,
-    pub keys: String,
-    pub identity: PodIdentity,
-    pub error: ProviderError,
-}
-
 impl InjectError {
     /// The denial message shown to the user (kubectl, Events of the ReplicaSet). It is built
     /// only from references, names and scrubbed backend messages — never values or tokens.
@@ -91,10 +64,8 @@ impl InjectError {
             InjectError::Store(_) => "store",
             InjectError::Patch(_) => "patch",
             InjectError::Managed(_) => "managed_secret",
-            InjectError::Fetch(_) => "fetch",
-            InjectError::Select { .. }
-            | InjectError::DuplicateKey { .. }
-            | InjectError::TooLarge { .. } => "value",
+            InjectError::Fetch(e) if e.is_read() => "fetch",
+            InjectError::Fetch(_) => "value",
             InjectError::Deadline { .. } => "deadline",
         }
     }

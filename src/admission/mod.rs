@@ -5,105 +5,14 @@ pub mod error;
 pub mod mutate;
 pub mod validate;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::DynamicObject;
-use kube::Client;
 use tracing::{info, warn, Instrument};
 
-use crate::cache::FetchCache;
-use crate::identity::TokenIssuer;
-use crate::managed::DigestKey;
-use crate::metrics::Metrics;
-use crate::provider::aws::AwsProvider;
-use crate::provider::vault::VaultProvider;
-use crate::provider::SecretProvider;
-use crate::store::{EndpointPolicy, ProviderConfig, ResolvedStore};
-
-/// Tunables of the admission path.
-#[derive(Clone, Debug)]
-pub struct InjectorConfig {
-    /// Internal budget for one review; below the webhook's timeoutSeconds so we always answer.
-    pub deadline: Duration,
-    pub min_refresh_interval: Duration,
-    /// How long a fetched document may serve concurrent admissions of the same identity.
-    pub fetch_coalesce_window: Duration,
-    /// Which backend servers stores may name (checked before any TokenRequest or connection).
-    pub endpoints: EndpointPolicy,
-}
-
-impl Default for InjectorConfig {
-    fn default() -> Self {
-        Self {
-            deadline: Duration::from_secs(8),
-            min_refresh_interval: Duration::from_secs(10),
-            fetch_coalesce_window: Duration::from_secs(2),
-            endpoints: EndpointPolicy::default(),
-        }
-    }
-}
-
-/// Everything the admission path needs, shared by all requests.
-pub struct Injector {
-    pub client: Client,
-    pub config: InjectorConfig,
-    pub metrics: Metrics,
-    pub digest_key: DigestKey,
-    pub fetch_cache: FetchCache,
-    /// Managed Secrets as a watch sees them (metadata only), so a warm admission needs no
-    /// Secret GET. Set by the server once it starts the watch; absent in-process.
-    pub managed_index: std::sync::OnceLock<
-        kube::runtime::reflector::Store<
-            kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>,
-        >,
-    >,
-    /// Owner chains by the pod's controller reference: ReplicaSet → Deployment never changes,
-    /// workload annotations are re-read after the TTL.
-    pub owners: moka::future::Cache<(String, String, String, String), crate::workload::Workload>,
-    /// Resolved (and validated) stores by namespace and reference, for a few seconds.
-    pub stores: moka::future::Cache<(String, crate::spec::StoreRef), ResolvedStore>,
-    vault: Arc<VaultProvider>,
-    aws: Arc<AwsProvider>,
-}
-
-impl Injector {
-    pub fn new(
-        client: Client,
-        config: InjectorConfig,
-        metrics: Metrics,
-        digest_key: DigestKey,
-    ) -> Self {
-        let tokens = TokenIssuer::new(client.clone());
-        Self {
-            vault: Arc::new(VaultProvider::new(tokens.clone(), metrics.clone())),
-            aws: Arc::new(AwsProvider::new(tokens, metrics.clone())),
-            fetch_cache: FetchCache::new(config.fetch_coalesce_window),
-            managed_index: std::sync::OnceLock::new(),
-            owners: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
-            stores: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(5))
-                .build(),
-            client,
-            config,
-            metrics,
-            digest_key,
-        }
-    }
-
-    pub fn provider_for(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
-        match &store.config {
-            ProviderConfig::Vault(_) => self.vault.clone(),
-            ProviderConfig::Aws(_) => self.aws.clone(),
-        }
-    }
-}
+use crate::context::Context;
 
 /// A body that is not an AdmissionReview at all.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +33,7 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
 
 /// Handle one body sent to `/mutate`.
 pub async fn review_pod(
-    injector: &Injector,
+    ctx: &Context,
     body: &[u8],
 ) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
     let started = Instant::now();
@@ -135,8 +44,7 @@ pub async fn review_pod(
                 (generic_request(&req), pod)
             }
             Err(_) => {
-                injector
-                    .metrics
+                ctx.metrics()
                     .admission("mutate", "invalid", started.elapsed().as_secs_f64());
                 return Ok(
                     AdmissionResponse::invalid("the AdmissionReview carries no request")
@@ -148,19 +56,15 @@ pub async fn review_pod(
             // Not a pod we can decode; if the envelope parses we still answer with its uid.
             let review: AdmissionReview<DynamicObject> =
                 serde_json::from_slice(body).map_err(|e| {
-                    injector.metrics.admission(
-                        "mutate",
-                        "invalid",
-                        started.elapsed().as_secs_f64(),
-                    );
+                    ctx.metrics()
+                        .admission("mutate", "invalid", started.elapsed().as_secs_f64());
                     BadRequest(format!(
                         "body is not an admission.k8s.io/v1 AdmissionReview ({})",
                         json_error(&e)
                     ))
                 })?;
             let Ok(req) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) else {
-                injector
-                    .metrics
+                ctx.metrics()
                     .admission("mutate", "invalid", started.elapsed().as_secs_f64());
                 return Ok(
                     AdmissionResponse::invalid("the AdmissionReview carries no request")
@@ -169,16 +73,14 @@ pub async fn review_pod(
             };
             let response = AdmissionResponse::from(&req);
             let response = if is_pod_create(&req) {
-                injector
-                    .metrics
+                ctx.metrics()
                     .admission("mutate", "denied", started.elapsed().as_secs_f64());
                 response.deny(format!(
                     "the pod object could not be decoded ({})",
                     json_error(&pod_err)
                 ))
             } else {
-                injector
-                    .metrics
+                ctx.metrics()
                     .admission("mutate", "allowed", started.elapsed().as_secs_f64());
                 response
             };
@@ -193,9 +95,7 @@ pub async fn review_pod(
         pod = %pod_display_name(pod.as_ref()),
         dry_run = request.dry_run,
     );
-    let response = answer(injector, &request, pod.as_ref())
-        .instrument(span)
-        .await;
+    let response = answer(ctx, &request, pod.as_ref()).instrument(span).await;
     let result = if !response.allowed {
         "denied"
     } else if response.patch.is_some() {
@@ -203,14 +103,13 @@ pub async fn review_pod(
     } else {
         "allowed"
     };
-    injector
-        .metrics
+    ctx.metrics()
         .admission("mutate", result, started.elapsed().as_secs_f64());
     Ok(response.into_review())
 }
 
 async fn answer(
-    injector: &Injector,
+    ctx: &Context,
     request: &AdmissionRequest<DynamicObject>,
     pod: Option<&Pod>,
 ) -> AdmissionResponse {
@@ -225,7 +124,7 @@ async fn answer(
     let Some(namespace) = request.namespace.as_deref().filter(|n| !n.is_empty()) else {
         return response.deny(error::InjectError::NoNamespace.denial_message());
     };
-    match mutate::mutate(injector, pod, namespace, request.dry_run).await {
+    match mutate::mutate(ctx, pod, namespace, request.dry_run).await {
         Ok(None) => response,
         Ok(Some(m)) => {
             let mut response = response;

@@ -10,15 +10,14 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 
 use super::error::InjectError;
-use super::Injector;
-use crate::fetch;
+use crate::context::Context;
 use crate::identity::PodIdentity;
-use crate::managed::{self, Existing, Target};
+use crate::managed::{self, Existing, Fence, Recorded, Target};
 use crate::patch::PodPatch;
+use crate::pipeline;
 use crate::plan;
 use crate::spec;
-use crate::store::{self, ResolvedStore};
-use crate::workload;
+use crate::store::ResolvedStore;
 
 /// What the pipeline is doing, for the deadline message.
 #[derive(Clone, Copy)]
@@ -50,7 +49,7 @@ pub struct Mutation {
 }
 
 pub async fn mutate(
-    injector: &Injector,
+    ctx: &Context,
     pod: &Pod,
     namespace: &str,
     dry_run: bool,
@@ -61,16 +60,11 @@ pub async fn mutate(
         return Ok(None);
     }
     let stage = AtomicU8::new(Stage::Owner as u8);
-    let deadline = injector.config.deadline;
-    match tokio::time::timeout(
-        deadline,
-        pipeline(injector, pod, namespace, dry_run, &stage),
-    )
-    .await
-    {
+    let deadline = ctx.config().deadline;
+    match tokio::time::timeout(deadline, run(ctx, pod, namespace, dry_run, &stage)).await {
         Ok(result) => result,
         Err(_) => {
-            injector.metrics.deadline_exceeded();
+            ctx.metrics().deadline_exceeded();
             Err(InjectError::Deadline {
                 deadline,
                 stage: Stage::describe(stage.load(Ordering::Relaxed)),
@@ -79,22 +73,20 @@ pub async fn mutate(
     }
 }
 
-async fn pipeline(
-    injector: &Injector,
+async fn run(
+    ctx: &Context,
     pod: &Pod,
     namespace: &str,
     dry_run: bool,
     stage: &AtomicU8,
 ) -> Result<Option<Mutation>, InjectError> {
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
-    let client = &injector.client;
-
-    let workload = owner_chain(injector, namespace, pod).await?;
+    let workload = ctx.owner_chain(namespace, pod).await?;
     let Some(plan::Planned { spec, patch }) = plan::plan(
         pod,
         workload.name.as_deref(),
         &workload.annotations,
-        injector.config.min_refresh_interval,
+        ctx.config().min_refresh_interval,
     )?
     else {
         return Ok(None);
@@ -104,7 +96,7 @@ async fn pipeline(
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
-            let resolved = resolve_store(injector, namespace, &item.store).await?;
+            let resolved = ctx.resolve_store_cached(namespace, &item.store).await?;
             stores.insert(item.store.clone(), resolved);
         }
     }
@@ -118,32 +110,27 @@ async fn pipeline(
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".to_string()),
     };
-    let owner = workload.owner.clone().unwrap_or_else(|| managed::Owner {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: workload.name.clone().unwrap_or_default(),
-        uid: None,
-    });
 
     set_stage(Stage::ManagedSecret);
-    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let targets: Vec<Target<'_>> = spec
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
+    let targets: Vec<Target> = spec
         .items
         .iter()
         .map(|item| Target {
-            namespace,
-            item,
-            identity: &identity,
-            owner: &owner,
+            namespace: namespace.to_string(),
+            name: item.secret_name.clone(),
+            record: Recorded {
+                source: item.source(),
+                service_account: identity.service_account.clone(),
+                refresh_interval: item.refresh_interval,
+                owner: workload.owner.clone(),
+                rollout: item.rollout,
+            },
         })
         .collect();
     let mut existing = Vec::with_capacity(targets.len());
     for target in &targets {
-        let indexed = injector
-            .managed_index
-            .get()
-            .and_then(|index| managed::current_in_index(index, target));
-        existing.push(match indexed {
+        existing.push(match current_in_index(ctx, target) {
             Some(current) => current,
             None => managed::inspect(&secrets_api, target).await?,
         });
@@ -159,14 +146,14 @@ async fn pipeline(
     let to_fetch: Vec<usize> = existing
         .iter()
         .enumerate()
-        .filter(|(_, e)| !matches!(e, Existing::Ours { current: true, .. }))
+        .filter(|(_, e)| !e.is_current())
         .map(|(i, _)| i)
         .collect();
     // One read per store for all items that need it, so an AWS store batches every key of
     // the workload into BatchGetSecretValue.
     let sources: BTreeMap<usize, _> = to_fetch
         .iter()
-        .map(|&i| (i, spec.items[i].source()))
+        .map(|&i| (i, &targets[i].record.source))
         .collect();
     let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
         BTreeMap::new();
@@ -174,11 +161,11 @@ async fn pipeline(
         keys_by_store
             .entry(&spec.items[i].store)
             .or_default()
-            .extend(fetch::keys_of(source));
+            .extend(pipeline::keys_of(source));
     }
-    let documents: BTreeMap<&spec::StoreRef, fetch::Documents> =
+    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
         try_join_all(keys_by_store.iter().map(|(store, keys)| async {
-            fetch::fetch_documents(injector, &identity, &stores[*store], keys, true)
+            ctx.fetch_coalesced(&identity, &stores[*store], keys)
                 .await
                 .map(|docs| (*store, docs))
         }))
@@ -189,9 +176,9 @@ async fn pipeline(
         .iter()
         .map(|&i| {
             let item = &spec.items[i];
-            fetch::assemble(
+            pipeline::assemble(
                 &stores[&item.store],
-                &sources[&i],
+                sources[&i],
                 &item.origin,
                 &documents[&item.store],
             )
@@ -206,62 +193,25 @@ async fn pipeline(
             &secrets_api,
             &targets[i],
             data,
-            &injector.digest_key,
-            current,
-            &injector.metrics,
+            ctx.digest_key(),
+            Fence::Observed(current),
+            ctx.metrics(),
         )
         .await?;
     }
     Ok(Some(Mutation { patch, secrets }))
 }
 
-/// The pod's owner chain, cached by its controller reference.
-async fn owner_chain(
-    injector: &Injector,
-    namespace: &str,
-    pod: &Pod,
-) -> Result<workload::Workload, InjectError> {
-    let controller = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .cloned();
-    let Some(r) = controller else {
-        return Ok(workload::resolve(&injector.client, namespace, pod).await?);
+/// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and
+/// current for this target. Anything else (absent, foreign, stale) falls back to a GET, which
+/// is authoritative.
+fn current_in_index(ctx: &Context, target: &Target) -> Option<Existing> {
+    let indexed = ctx.managed_index().get(&target.namespace, &target.name)?;
+    let secret = Secret {
+        metadata: indexed.metadata.clone(),
+        ..Default::default()
     };
-    let key = (
-        namespace.to_string(),
-        r.kind.clone(),
-        r.name.clone(),
-        r.uid.clone(),
-    );
-    if let Some(w) = injector.owners.get(&key).await {
-        return Ok(w);
-    }
-    let w = workload::resolve(&injector.client, namespace, pod).await?;
-    injector.owners.insert(key, w.clone()).await;
-    Ok(w)
-}
-
-/// A store, resolved and validated, cached for a few seconds.
-async fn resolve_store(
-    injector: &Injector,
-    namespace: &str,
-    reference: &spec::StoreRef,
-) -> Result<ResolvedStore, InjectError> {
-    let key = (namespace.to_string(), reference.clone());
-    if let Some(s) = injector.stores.get(&key).await {
-        return Ok(s);
-    }
-    let s = store::resolve(
-        &injector.client,
-        namespace,
-        reference,
-        &injector.config.endpoints,
-    )
-    .await?;
-    injector.stores.insert(key, s.clone()).await;
-    Ok(s)
+    managed::classify(secret, target)
+        .ok()
+        .filter(Existing::is_current)
 }

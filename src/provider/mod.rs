@@ -1,19 +1,44 @@
-//! Backends. A provider turns (identity, store, remote keys) into remote documents; the
-//! provider-independent selection (`#property`, whole value, `extract`) lives here so every
-//! backend behaves the same way.
+//! Backends. A [`Backend`] owns everything the crate knows about it: how its section of
+//! `spec.provider` is checked and turned into its configuration (`validate`), how it reads
+//! remote keys as a pod's identity (`fetch`), and how the status controller checks it answers
+//! (`probe`). [`Providers`] is the one place a backend is chosen; the provider-independent
+//! selection (`#property`, whole value, `extract`) lives in `select` so every backend behaves
+//! the same way.
+//!
+//! ```text
+//! mod.rs       the Backend and SecretProvider traits, the shared types and errors
+//! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
+//! config.rs    ProviderSpec (CRD), ProviderConfig (one variant per backend), ResolvedStore,
+//!              Validated, FieldError
+//! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
+//! policy.rs    the operator's endpoint allowlist
+//! select.rs    #property / whole value / extract
+//! vault/       Vault and OpenBao
+//! aws/         AWS Secrets Manager
+//! ```
 
 pub mod aws;
+pub mod config;
 pub mod net;
+pub mod policy;
+mod registry;
+mod select;
 pub mod vault;
 
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 
-use crate::identity::{IdentityError, PodIdentity};
+pub use config::{FieldError, Findings, ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+pub use registry::Providers;
+pub(crate) use select::json_field;
+pub use select::{extract, select, SelectError};
+
+use crate::identity::{IdentityError, PodIdentity, TokenIssuer};
+use crate::metrics::Metrics;
 use crate::redact::SecretBytes;
 use crate::spec::RemoteRef;
-use crate::store::ResolvedStore;
+use policy::EndpointPolicy;
 
 /// A cached login or credential set that knows how long it may be reused.
 pub(crate) trait Expiring {
@@ -32,6 +57,40 @@ impl<K, V: Expiring> moka::Expiry<K, std::sync::Arc<V>> for TtlExpiry {
     ) -> Option<std::time::Duration> {
         Some(value.ttl())
     }
+}
+
+/// A cache of logins or credential sets, each entry living its own TTL.
+pub(crate) fn session_cache<K, V>() -> moka::future::Cache<K, std::sync::Arc<V>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Expiring + Send + Sync + 'static,
+{
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(TtlExpiry)
+        .build()
+}
+
+/// The cached session for `key`, made by `make` once however many callers wait for it; and
+/// whether this call made it (a fresh session is not worth retrying with).
+pub(crate) async fn single_flight<K, V>(
+    cache: &moka::future::Cache<K, std::sync::Arc<V>>,
+    key: K,
+    make: impl std::future::Future<Output = Result<V, ProviderError>>,
+) -> Result<(std::sync::Arc<V>, bool), ProviderError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let mut fresh = false;
+    let value = cache
+        .try_get_with(key, async {
+            fresh = true;
+            make.await.map(std::sync::Arc::new)
+        })
+        .await
+        .map_err(|e: std::sync::Arc<ProviderError>| (*e).clone())?;
+    Ok((value, fresh))
 }
 
 /// An error with its sources, `a: b: c`. Callers scrub it before showing it.
@@ -117,6 +176,8 @@ pub struct KeyedError {
     pub error: ProviderError,
 }
 
+/// Reads remote keys as a pod's identity: what the fetch pipeline holds, chosen by
+/// [`Providers::for_store`]. Every [`Backend`] is one.
 pub trait SecretProvider: Send + Sync {
     /// Read every key as `identity`. All-or-nothing: the first failure is returned with
     /// the key it concerns.
@@ -128,143 +189,66 @@ pub trait SecretProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>>;
 }
 
-/// Selecting a value out of a remote document failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SelectError {
-    #[error("property {property:?} is missing (fields present: {})", .available.join(", "))]
-    PropertyMissing {
-        property: String,
-        available: Vec<String>,
-    },
-    #[error("the value is not a JSON object, so property {property:?} cannot be selected")]
-    NotJson { property: String },
-    #[error("the secret has {count} fields ({}); name one with #<property>", .fields.join(", "))]
-    Ambiguous { count: usize, fields: Vec<String> },
-    #[error("the value is not a JSON object, so it cannot be extracted into keys")]
-    NotExtractable,
-    #[error("field {field:?} is not a valid Secret key (letters, digits, '-', '_' and '.')")]
-    BadKey { field: String },
+/// Everything the crate knows about one backend. Only `fetch` needs the instance
+/// [`Providers`] holds; validation and probes need no state, so the validating webhook and
+/// the status controller use them without one. A new backend implements this trait, adds its
+/// section to `ProviderSpec` and its variant to [`ProviderConfig`], and one line to the
+/// registry.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// Its key under `spec.provider`.
+    const NAME: &'static str;
+    /// Its section of `spec.provider` (a CRD type).
+    type Spec;
+    /// Its runtime configuration.
+    type Config: Send + Sync;
+
+    /// The provider, issuing pods' tokens with `tokens`.
+    fn new(tokens: TokenIssuer, metrics: Metrics) -> Self;
+
+    /// Its section of `spec.provider`, when set.
+    fn spec(provider: &ProviderSpec) -> Option<&Self::Spec>;
+
+    /// The section checked against the operator's endpoint policy and turned into a
+    /// configuration; every problem (with its field path) and every advice go to `out`.
+    fn validate(
+        spec: &Self::Spec,
+        endpoints: &EndpointPolicy,
+        out: &mut Findings,
+    ) -> Option<Self::Config>;
+
+    /// Its configuration inside a [`ProviderConfig`], and back.
+    fn config(config: &ProviderConfig) -> Option<&Self::Config>;
+    fn wrap(config: Self::Config) -> ProviderConfig;
+
+    /// Read every key as `identity` (see [`SecretProvider::fetch`]).
+    fn fetch(
+        &self,
+        identity: &PodIdentity,
+        config: &Self::Config,
+        keys: &[RemoteKey],
+    ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send;
+
+    /// Whether the backend answers, with no identity: a detail for the Ready condition, or
+    /// why not. Called only with a configuration `validate` produced (allowlist passed).
+    fn probe(
+        config: &Self::Config,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send;
 }
 
-/// The value for one `#property` (or the whole secret).
-pub fn select(secret: &RemoteSecret, property: Option<&str>) -> Result<SecretBytes, SelectError> {
-    match (secret, property) {
-        (RemoteSecret::Fields(fields), Some(p)) => {
-            fields
-                .get(p)
-                .cloned()
-                .ok_or_else(|| SelectError::PropertyMissing {
-                    property: p.to_string(),
-                    available: fields.keys().cloned().collect(),
-                })
+impl<B: Backend> SecretProvider for B {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        keys: &'a [RemoteKey],
+    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::fetch(self, identity, config, keys)),
+            // Never through Providers, which picks the backend by the configuration.
+            None => Box::pin(futures::future::ready(Err(KeyedError {
+                key: None,
+                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
+            }))),
         }
-        (RemoteSecret::Fields(fields), None) => {
-            if fields.len() == 1 {
-                Ok(fields.values().next().expect("one field").clone())
-            } else {
-                Err(SelectError::Ambiguous {
-                    count: fields.len(),
-                    fields: fields.keys().cloned().collect(),
-                })
-            }
-        }
-        (RemoteSecret::Blob(blob), None) => Ok(blob.clone()),
-        (RemoteSecret::Blob(blob), Some(p)) => {
-            let map = json_object(blob).ok_or_else(|| SelectError::NotJson {
-                property: p.to_string(),
-            })?;
-            map.get(p)
-                .cloned()
-                .ok_or_else(|| SelectError::PropertyMissing {
-                    property: p.to_string(),
-                    available: map.keys().cloned().collect(),
-                })
-        }
-    }
-}
-
-/// Every top-level field as a Secret key.
-pub fn extract(secret: &RemoteSecret) -> Result<BTreeMap<String, SecretBytes>, SelectError> {
-    let map = match secret {
-        RemoteSecret::Fields(fields) => fields.clone(),
-        RemoteSecret::Blob(blob) => json_object(blob).ok_or(SelectError::NotExtractable)?,
-    };
-    if let Some(bad) = map.keys().find(|k| !crate::spec::is_secret_key(k)) {
-        return Err(SelectError::BadKey { field: bad.clone() });
-    }
-    Ok(map)
-}
-
-/// A JSON object's fields: strings as their text, anything else as its JSON encoding
-/// (numbers, booleans, nested objects) — the convention External Secrets Operator uses.
-fn json_object(blob: &SecretBytes) -> Option<BTreeMap<String, SecretBytes>> {
-    let value: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(blob.expose()).ok()?;
-    Some(value.into_iter().map(|(k, v)| (k, json_field(v))).collect())
-}
-
-pub(crate) fn json_field(v: serde_json::Value) -> SecretBytes {
-    match v {
-        serde_json::Value::String(s) => SecretBytes::from_string(s),
-        other => SecretBytes::new(serde_json::to_vec(&other).unwrap_or_default()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fields(pairs: &[(&str, &str)]) -> RemoteSecret {
-        RemoteSecret::Fields(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), SecretBytes::from_string(v.to_string())))
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn select_semantics() {
-        let db = fields(&[("username", "app"), ("password", "s3cret")]);
-        assert_eq!(select(&db, Some("password")).unwrap().expose(), b"s3cret");
-        let e = select(&db, Some("pw")).unwrap_err();
-        assert!(e.to_string().contains("password, username"), "{e}");
-        assert!(!e.to_string().contains("s3cret"));
-        assert!(matches!(
-            select(&db, None),
-            Err(SelectError::Ambiguous { count: 2, .. })
-        ));
-        assert_eq!(select(&fields(&[("v", "x")]), None).unwrap().expose(), b"x");
-
-        let blob = RemoteSecret::Blob(SecretBytes::from_string(
-            r#"{"api_key":"k","port":443}"#.into(),
-        ));
-        assert_eq!(select(&blob, Some("port")).unwrap().expose(), b"443");
-        let plain = RemoteSecret::Blob(SecretBytes::from_string("plain-token".into()));
-        assert_eq!(select(&plain, None).unwrap().expose(), b"plain-token");
-        assert_eq!(
-            select(&plain, Some("x")),
-            Err(SelectError::NotJson {
-                property: "x".into()
-            })
-        );
-    }
-
-    #[test]
-    fn extract_semantics() {
-        let blob = RemoteSecret::Blob(SecretBytes::from_string(
-            r#"{"api_key":"k","endpoint":"https://x"}"#.into(),
-        ));
-        let m = extract(&blob).unwrap();
-        assert_eq!(m.keys().collect::<Vec<_>>(), ["api_key", "endpoint"]);
-        let bad = fields(&[("a/b", "x")]);
-        assert_eq!(
-            extract(&bad),
-            Err(SelectError::BadKey {
-                field: "a/b".into()
-            })
-        );
-        let plain = RemoteSecret::Blob(SecretBytes::from_string("nope".into()));
-        assert_eq!(extract(&plain), Err(SelectError::NotExtractable));
     }
 }

@@ -1,10 +1,11 @@
 //! The refresher: keeps every managed Secret current on its workload's refreshInterval and
 //! rolls the workload when a value changes. Runs on the Lease holder only.
 //!
-//! Its work list is the managed Secrets themselves (label
-//! `app.kubernetes.io/managed-by=secret-injector`), watched metadata-only: the annotations
-//! record the source, ServiceAccount, interval and owner, and the keyed digest says whether a
-//! fetched value differs — so no Secret data is held in memory and nothing polls the API.
+//! Its work list is the managed Secrets themselves, as the context's one metadata-only watch
+//! ([`crate::managed::ManagedIndex`], shared with admission) reports them: the annotations
+//! ([`crate::managed::Recorded`]) record the source, ServiceAccount, interval and owner, and
+//! the keyed digest says whether a fetched value differs — so no Secret data is held in
+//! memory and nothing polls the API.
 
 pub mod refresh;
 pub mod rollout;
@@ -15,23 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{watcher as watch_objects, WatchStreamExt};
-use kube::{Api, Resource};
+use kube::runtime::watcher::Event;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::admission::Injector;
-use crate::managed::{LABEL_MANAGED_BY, MANAGED_BY};
-use crate::spec::{Rollout, ANN_FORCE_SYNC};
-use refresh::{Outcome, Tracked};
-use rollout::{Pending, WorkloadKey};
+use crate::context::Context;
+use crate::k8s::{Owner, OwnerKind, WorkloadKind};
+use crate::managed::recorded;
+use crate::spec::Rollout;
+use refresh::{Outcome, RefreshError, Refreshed, Tracked};
+use rollout::Pending;
 use schedule::DueQueue;
 
 #[derive(Clone, Debug)]
@@ -48,7 +47,21 @@ pub struct RefresherConfig {
     pub min_interval: Duration,
 }
 
-type Key = (String, String);
+/// A managed Secret in the work list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    namespace: String,
+    name: String,
+}
+
+impl Key {
+    fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+        Key {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
 
 struct Entry {
     tracked: Tracked,
@@ -59,47 +72,47 @@ struct Entry {
 }
 
 fn key_of(t: &Tracked) -> Key {
-    (t.namespace.clone(), t.name.clone())
+    Key {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    }
 }
 
-fn owner_of(t: &Tracked) -> WorkloadKey {
-    WorkloadKey {
-        namespace: t.namespace.clone(),
-        kind: t.owner_kind.clone(),
-        name: t.owner_name.clone(),
-    }
+/// The workload a tracked Secret belongs to, without its uid (what rollouts key on).
+fn owner_of(t: &Tracked) -> Owner {
+    t.record.owner.workload()
 }
 
 /// Run whenever this replica leads, until shutdown.
 pub async fn run(
-    injector: Arc<Injector>,
+    ctx: Arc<Context>,
     config: RefresherConfig,
     leading: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
     crate::leader::run_while_leading("refresher", leading, shutdown, || {
-        Refresher::new(injector.clone(), config.clone()).run()
+        Refresher::new(ctx.clone(), config.clone()).run()
     })
     .await;
 }
 
 enum WorkloadEvent {
     Seen {
-        key: WorkloadKey,
+        key: Owner,
         force_sync: Option<String>,
         initial: bool,
     },
 }
 
 struct Refresher {
-    injector: Arc<Injector>,
+    ctx: Arc<Context>,
     config: RefresherConfig,
     recorder: Recorder,
     entries: HashMap<Key, Entry>,
     queue: DueQueue<Key>,
     pending: Pending,
     /// Last seen `force-sync` annotation per workload.
-    workload_force_sync: HashMap<WorkloadKey, Option<String>>,
+    workload_force_sync: HashMap<Owner, Option<String>>,
     /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
     relisting: Option<HashSet<Key>>,
     rng: rand::rngs::StdRng,
@@ -109,9 +122,9 @@ struct Refresher {
 }
 
 impl Refresher {
-    fn new(injector: Arc<Injector>, config: RefresherConfig) -> Self {
+    fn new(ctx: Arc<Context>, config: RefresherConfig) -> Self {
         let recorder = Recorder::new(
-            injector.client.clone(),
+            ctx.client().clone(),
             Reporter {
                 controller: "secret-injector".into(),
                 instance: Some(config.identity.clone()),
@@ -120,7 +133,7 @@ impl Refresher {
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         Self {
             semaphore: Arc::new(Semaphore::new(config.concurrency.max(1))),
-            injector,
+            ctx,
             config,
             recorder,
             entries: HashMap::new(),
@@ -135,20 +148,12 @@ impl Refresher {
     }
 
     async fn run(mut self) {
-        let client = self.injector.client.clone();
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-        // Metadata only: the refresher never holds Secret data in memory.
-        let mut secrets = watch_objects(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-        )
-        .default_backoff()
-        .boxed();
-        let mut workloads = stream::select_all([
-            workload_stream::<Deployment>(Api::all(client.clone())),
-            workload_stream::<StatefulSet>(Api::all(client.clone())),
-            workload_stream::<DaemonSet>(Api::all(client)),
-        ]);
+        // The managed Secrets come from the context's one watch (metadata only: the refresher
+        // never holds Secret data in memory).
+        let mut secrets = self.ctx.managed_index().events();
+        let client = self.ctx.client().clone();
+        let mut workloads =
+            stream::select_all(WorkloadKind::ROLLABLE.map(|kind| workload_stream(kind, &client)));
         loop {
             let next = [self.queue.next_due(), self.pending.next_due()]
                 .into_iter()
@@ -157,8 +162,7 @@ impl Refresher {
             let sleep_until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 event = secrets.next() => match event {
-                    Some(Ok(e)) => self.on_secret_event(e),
-                    Some(Err(e)) => warn!(error = %e, "managed Secret watch error; retrying"),
+                    Some(e) => self.on_secret_event(e),
                     None => return,
                 },
                 Some(event) = workloads.next() => self.on_workload_event(event),
@@ -168,7 +172,7 @@ impl Refresher {
                     self.fire_due_rollouts().await;
                 }
             }
-            self.injector.metrics.managed_secrets(self.entries.len());
+            self.ctx.metrics().managed_secrets(self.entries.len());
         }
     }
 
@@ -177,10 +181,7 @@ impl Refresher {
             Event::Init => self.relisting = Some(HashSet::new()),
             Event::InitApply(obj) => {
                 if let Some(seen) = self.relisting.as_mut() {
-                    seen.insert((
-                        obj.metadata.namespace.clone().unwrap_or_default(),
-                        obj.metadata.name.clone().unwrap_or_default(),
-                    ));
+                    seen.insert(Key::of(&obj.metadata));
                 }
                 self.upsert(&obj);
             }
@@ -198,13 +199,7 @@ impl Refresher {
                 }
             }
             Event::Apply(obj) => self.upsert(&obj),
-            Event::Delete(obj) => {
-                let key = (
-                    obj.metadata.namespace.clone().unwrap_or_default(),
-                    obj.metadata.name.clone().unwrap_or_default(),
-                );
-                self.forget(&key);
-            }
+            Event::Delete(obj) => self.forget(&Key::of(&obj.metadata)),
         }
     }
 
@@ -218,11 +213,7 @@ impl Refresher {
             Ok(t) => t,
             Err(e) => {
                 warn!(namespace = obj.metadata.namespace.as_deref().unwrap_or(""), name = obj.metadata.name.as_deref().unwrap_or(""), error = %e, "managed Secret has unusable annotations; not refreshed");
-                let key = (
-                    obj.metadata.namespace.clone().unwrap_or_default(),
-                    obj.metadata.name.clone().unwrap_or_default(),
-                );
-                self.forget(&key);
+                self.forget(&Key::of(&obj.metadata));
                 return;
             }
         };
@@ -232,24 +223,28 @@ impl Refresher {
             Some(entry) => {
                 let forced =
                     tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
-                let interval_changed = tracked.interval != entry.tracked.interval;
+                let interval_changed =
+                    tracked.record.refresh_interval != entry.tracked.record.refresh_interval;
                 entry.tracked = tracked.clone();
                 if entry.running {
                     entry.rerun |= forced;
                     return;
                 }
-                if tracked.interval.is_zero() {
+                if tracked.record.refresh_interval.is_zero() {
                     if forced {
                         self.queue.schedule(key, now);
                     } else {
                         self.queue.remove(&key);
                     }
                 } else if forced {
-                    debug!(namespace = %key.0, name = %key.1, "force-sync requested on the Secret");
+                    debug!(namespace = %key.namespace, name = %key.name, "force-sync requested on the Secret");
                     self.queue.schedule(key, now);
                 } else if interval_changed || !self.queue.is_scheduled(&key) {
                     let delay = schedule::first_delay(
-                        tracked.interval.max(self.config.min_interval),
+                        tracked
+                            .record
+                            .refresh_interval
+                            .max(self.config.min_interval),
                         &mut self.rng,
                     );
                     self.queue.schedule(key, now + delay);
@@ -257,9 +252,12 @@ impl Refresher {
             }
             None => {
                 // refreshInterval 0 means "fetch once": never scheduled (force-sync still works).
-                if !tracked.interval.is_zero() {
+                if !tracked.record.refresh_interval.is_zero() {
                     let delay = schedule::first_delay(
-                        tracked.interval.max(self.config.min_interval),
+                        tracked
+                            .record
+                            .refresh_interval
+                            .max(self.config.min_interval),
                         &mut self.rng,
                     );
                     self.queue.schedule(key.clone(), now + delay);
@@ -294,7 +292,7 @@ impl Refresher {
         if !changed || initial {
             return;
         }
-        info!(namespace = %key.namespace, kind = %key.kind, name = %key.name, "force-sync requested on the workload");
+        info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
         for (k, e) in self
@@ -323,17 +321,17 @@ impl Refresher {
                 continue;
             }
             entry.running = true;
-            self.injector
-                .metrics
+            self.ctx
+                .metrics()
                 .refresh_lag(now.saturating_duration_since(due).as_secs_f64());
             let tracked = entry.tracked.clone();
-            let injector = self.injector.clone();
+            let ctx = self.ctx.clone();
             let semaphore = self.semaphore.clone();
             let tx = self.results_tx.clone();
             let grace = self.config.orphan_grace;
             tokio::spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                let outcome = refresh::refresh(&injector, &tracked, grace).await;
+                let outcome = refresh::refresh(&ctx, &tracked, grace).await;
                 let _ = tx.send((key, outcome));
             });
         }
@@ -341,13 +339,9 @@ impl Refresher {
 
     async fn on_outcome(&mut self, key: Key, outcome: Outcome) {
         let now = Instant::now();
-        self.injector.metrics.refresh(match &outcome {
-            Outcome::Unchanged => "unchanged",
-            Outcome::Updated(_) => "updated",
-            Outcome::Orphaned => "orphaned",
-            Outcome::Superseded => "superseded",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::Failed(_) => "error",
+        self.ctx.metrics().refresh(match &outcome {
+            Ok(done) => done.label(),
+            Err(e) => e.label(),
         });
         // The watch may already have reported the Secret gone (e.g. the orphan we deleted).
         let Some(entry) = self.entries.get_mut(&key) else {
@@ -356,76 +350,72 @@ impl Refresher {
         entry.running = false;
         let rerun = std::mem::take(&mut entry.rerun);
         // refreshInterval 0 ("fetch once") stays 0; anything else respects the operator's floor.
-        let interval = if entry.tracked.interval.is_zero() {
+        let interval = if entry.tracked.record.refresh_interval.is_zero() {
             Duration::ZERO
         } else {
-            entry.tracked.interval.max(self.config.min_interval)
+            entry
+                .tracked
+                .record
+                .refresh_interval
+                .max(self.config.min_interval)
         };
         let tracked = entry.tracked.clone();
         match outcome {
-            Outcome::Unchanged => {
+            Ok(Refreshed::Unchanged) => {
                 entry.failures = 0;
             }
-            Outcome::Updated(resource_version) => {
+            Ok(Refreshed::Updated(resource_version)) => {
                 entry.failures = 0;
                 // Our own write: the next refresh is fenced on the version we produced.
-                entry.tracked.resource_version = resource_version;
+                entry.tracked.resource_version = resource_version.unwrap_or_default();
                 self.on_changed(&tracked).await;
             }
-            Outcome::Orphaned => {
-                info!(namespace = %key.0, name = %key.1, owner = %format!("{}/{}", tracked.owner_kind, tracked.owner_name), "owner gone: managed Secret deleted");
+            Ok(Refreshed::Orphaned) => {
+                info!(namespace = %key.namespace, name = %key.name, owner = %tracked.record.owner, "owner gone: managed Secret deleted");
                 self.forget(&key);
                 return;
             }
-            Outcome::Superseded => {
+            Err(RefreshError::Superseded) => {
                 // The watch brings the newer version; look again shortly, fenced on it.
                 self.queue.schedule(key, now + Duration::from_secs(1));
                 return;
             }
-            Outcome::Skipped(reason) => {
-                warn!(namespace = %key.0, name = %key.1, %reason, "managed Secret not refreshed");
+            Err(reason) if reason.is_skip() => {
+                warn!(namespace = %key.namespace, name = %key.name, %reason, "managed Secret not refreshed");
                 self.forget(&key);
                 return;
             }
-            Outcome::Failed(message) if interval.is_zero() => {
-                // "Fetch once": a failed force-sync is reported, not retried forever.
-                entry.failures += 1;
-                warn!(namespace = %key.0, name = %key.1, error = %message, "force-sync failed; the Secret keeps its last good value");
-                rollout::event(
-                    &self.recorder,
-                    &owner_of(&tracked),
-                    EventType::Warning,
-                    "RefreshFailed",
-                    "Refresh",
-                    format!(
-                        "force-sync of Secret {} failed; it keeps its last good value: {message}",
-                        tracked.name
-                    ),
-                )
-                .await;
-                return;
-            }
-            Outcome::Failed(message) => {
+            Err(error) => {
                 entry.failures += 1;
                 let failures = entry.failures;
-                let delay = schedule::backoff_delay(
-                    interval.max(Duration::from_secs(1)),
-                    failures,
-                    &mut self.rng,
-                );
-                warn!(namespace = %key.0, name = %key.1, failures, retry_in_s = delay.as_secs_f32(), error = %message, "refresh failed; the Secret keeps its last good value");
-                self.queue.schedule(key.clone(), now + delay);
+                let note = if interval.is_zero() {
+                    // "Fetch once": a failed force-sync is reported, not retried forever.
+                    warn!(namespace = %key.namespace, name = %key.name, %error, "force-sync failed; the Secret keeps its last good value");
+                    format!(
+                        "force-sync of Secret {} failed; it keeps its last good value: {error}",
+                        tracked.name
+                    )
+                } else {
+                    let delay = schedule::backoff_delay(
+                        interval.max(Duration::from_secs(1)),
+                        failures,
+                        &mut self.rng,
+                    );
+                    warn!(namespace = %key.namespace, name = %key.name, failures, retry_in_s = delay.as_secs_f32(), %error, "refresh failed; the Secret keeps its last good value");
+                    self.queue.schedule(key.clone(), now + delay);
+                    format!(
+                        "refreshing Secret {} failed (attempt {failures}, next in {}s); it keeps its last good value: {error}",
+                        tracked.name,
+                        delay.as_secs()
+                    )
+                };
                 rollout::event(
                     &self.recorder,
                     &owner_of(&tracked),
                     EventType::Warning,
                     "RefreshFailed",
                     "Refresh",
-                    format!(
-                        "refreshing Secret {} failed (attempt {failures}, next in {}s); it keeps its last good value: {message}",
-                        tracked.name,
-                        delay.as_secs()
-                    ),
+                    note,
                 )
                 .await;
                 return;
@@ -443,7 +433,7 @@ impl Refresher {
     /// sibling Secrets right away so changes made together roll together.
     async fn on_changed(&mut self, tracked: &Tracked) {
         let owner = owner_of(tracked);
-        if tracked.rollout == Rollout::Restart && owner.rollable() {
+        if tracked.record.rollout == Rollout::Restart && owner.rollable() {
             if self
                 .pending
                 .note(owner.clone(), &tracked.name, self.config.rollout_debounce)
@@ -453,7 +443,7 @@ impl Refresher {
                     .entries
                     .iter()
                     .filter(|(k, e)| {
-                        !e.running && owner_of(&e.tracked) == owner && k.1 != tracked.name
+                        !e.running && owner_of(&e.tracked) == owner && k.name != tracked.name
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -462,10 +452,10 @@ impl Refresher {
                 }
             }
         } else {
-            let why = if tracked.rollout == Rollout::None {
+            let why = if tracked.record.rollout == Rollout::None {
                 "rollout: none".to_string()
             } else {
-                format!("a {} is not rolled", tracked.owner_kind)
+                format!("a {} is not rolled", tracked.record.owner.kind.as_str())
             };
             rollout::event(
                 &self.recorder,
@@ -485,7 +475,7 @@ impl Refresher {
     async fn fire_due_rollouts(&mut self) {
         for (workload, secrets) in self.pending.take_due(Instant::now()) {
             let names: Vec<String> = secrets.into_iter().collect();
-            match rollout::roll(&self.injector.client, &workload, &self.injector.metrics).await {
+            match rollout::roll(self.ctx.client(), &workload, self.ctx.metrics()).await {
                 Ok(()) => {
                     rollout::event(
                         &self.recorder,
@@ -501,7 +491,7 @@ impl Refresher {
                     .await
                 }
                 Err(e) => {
-                    warn!(namespace = %workload.namespace, kind = %workload.kind, name = %workload.name, error = %e, "rollout failed");
+                    warn!(namespace = %workload.namespace, kind = %workload.kind.as_str(), name = %workload.name, error = %e, "rollout failed");
                     rollout::event(
                         &self.recorder,
                         &workload,
@@ -521,43 +511,20 @@ impl Refresher {
 }
 
 /// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
-fn workload_stream<K>(
-    api: Api<PartialObjectMeta<K>>,
-) -> futures::stream::BoxStream<'static, WorkloadEvent>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = K::kind(&()).to_string();
-    watch_objects(api, watcher::Config::default())
-        .default_backoff()
-        .filter_map(move |event| {
-            let kind = kind.clone();
-            async move {
-                let (obj, initial) = match event {
-                    Ok(Event::Apply(o)) => (o, false),
-                    Ok(Event::InitApply(o)) => (o, true),
-                    _ => return None,
-                };
-                let meta = &obj.metadata;
-                Some(WorkloadEvent::Seen {
-                    key: WorkloadKey {
-                        namespace: meta.namespace.clone().unwrap_or_default(),
-                        kind,
-                        name: meta.name.clone().unwrap_or_default(),
-                    },
-                    force_sync: meta
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(ANN_FORCE_SYNC).cloned()),
-                    initial,
-                })
-            }
+fn workload_stream(
+    kind: WorkloadKind,
+    client: &kube::Client,
+) -> futures::stream::BoxStream<'static, WorkloadEvent> {
+    kind.watch_metadata(client)
+        .map(move |(meta, initial)| WorkloadEvent::Seen {
+            key: Owner {
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                kind: OwnerKind::Known(kind),
+                name: meta.name.clone().unwrap_or_default(),
+                uid: None,
+            },
+            force_sync: recorded::force_sync(&meta),
+            initial,
         })
         .boxed()
 }

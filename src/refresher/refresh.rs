@@ -1,28 +1,25 @@
 //! Refreshing one managed Secret: the same store resolution, identity and fetch as admission,
-//! as the Secret's recorded ServiceAccount; a write only when the keyed digest differs, fenced
-//! by resourceVersion. A failure never touches the Secret: the last good bytes stay.
+//! as the Secret's recorded ServiceAccount; a write (through [`managed::write`]) only when the
+//! keyed digest differs, fenced by the resourceVersion the refresh was scheduled from. A
+//! failure never touches the Secret: the last good bytes stay.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
-use crate::admission::Injector;
+use crate::context::Context;
 use crate::identity::PodIdentity;
+use crate::k8s::{api_error_message, is_status, WorkloadKind};
 use crate::managed::{
-    ANN_DATA_HMAC, ANN_LAST_SYNC, ANN_OWNER, ANN_REFRESH_INTERVAL, ANN_ROLLOUT,
-    ANN_SERVICE_ACCOUNT, ANN_SOURCE, LABEL_MANAGED_BY, MANAGED_BY,
+    self, recorded, Fence, ManagedError, Recorded, RecordedError, Target, WriteOutcome,
 };
-use crate::redact::SecretBytes;
-use crate::spec::{parse_duration, Rollout, SourceSpec, ANN_FORCE_SYNC};
+use crate::pipeline::FetchError;
+use crate::spec::ANN_INJECT;
+use crate::store::StoreError;
 
 /// What the refresher knows about a managed Secret, read from its metadata only.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,89 +28,116 @@ pub struct Tracked {
     pub name: String,
     pub uid: String,
     pub resource_version: String,
-    pub source: SourceSpec,
-    pub service_account: String,
-    pub interval: Duration,
-    pub owner_kind: String,
-    pub owner_name: String,
-    /// uid from the ownerReference, when there is one.
-    pub owner_uid: Option<String>,
-    pub rollout: Rollout,
+    /// The request it was made for (source, ServiceAccount, interval, owner, rollout).
+    pub record: Recorded,
     pub data_hmac: Option<String>,
     pub force_sync: Option<String>,
-    pub created: Option<OffsetDateTime>,
+    pub created: Option<Timestamp>,
 }
 
 impl Tracked {
-    pub fn from_meta(meta: &ObjectMeta) -> Result<Tracked, String> {
-        let ann = meta.annotations.clone().unwrap_or_default();
-        let get = |k: &str| {
-            ann.get(k)
-                .cloned()
-                .ok_or_else(|| format!("annotation {k} is missing"))
-        };
-        let source: SourceSpec = serde_json::from_str(&get(ANN_SOURCE)?)
-            .map_err(|_| format!("annotation {ANN_SOURCE} is not a source spec"))?;
-        let interval = parse_duration(&get(ANN_REFRESH_INTERVAL)?)
-            .map_err(|e| format!("annotation {ANN_REFRESH_INTERVAL}: {e}"))?;
-        let owner = get(ANN_OWNER)?;
-        let (owner_kind, owner_name) = owner
-            .split_once('/')
-            .ok_or_else(|| format!("annotation {ANN_OWNER} is not Kind/name"))?;
-        let rollout = match ann.get(ANN_ROLLOUT).map(String::as_str) {
-            Some("none") => Rollout::None,
-            _ => Rollout::Restart,
-        };
-        let owner_uid = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.kind == owner_kind && r.name == owner_name)
-            .map(|r| r.uid.clone());
+    pub fn from_meta(meta: &ObjectMeta) -> Result<Tracked, RecordedError> {
         Ok(Tracked {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
-            source,
-            service_account: get(ANN_SERVICE_ACCOUNT)?,
-            interval,
-            owner_kind: owner_kind.to_string(),
-            owner_name: owner_name.to_string(),
-            owner_uid,
-            rollout,
-            data_hmac: ann.get(ANN_DATA_HMAC).cloned(),
-            force_sync: ann.get(ANN_FORCE_SYNC).cloned(),
-            created: meta
-                .creation_timestamp
-                .as_ref()
-                .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok()),
+            record: Recorded::from_meta(meta)?,
+            data_hmac: recorded::data_hmac(meta),
+            force_sync: recorded::force_sync(meta),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
         })
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            record: self.record.clone(),
+        }
     }
 }
 
+/// A refresh that did its job.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Refreshed {
     Unchanged,
     /// New data written; the Secret's new resourceVersion.
-    Updated(String),
+    Updated(Option<String>),
     /// The owner is gone: the Secret was deleted.
     Orphaned,
-    /// Someone wrote the Secret since this refresh was scheduled (an admission, a newer
-    /// leader): nothing was written; check again soon with the newer version.
-    Superseded,
-    /// Not ours to refresh (its namespace has not opted in).
-    Skipped(String),
-    Failed(String),
 }
 
-/// The namespace label that opts a namespace in (the webhook's namespaceSelector).
-pub const INJECT_LABEL: &str = "secret-injector.io/inject";
+/// A refresh that did not. Every variant maps to a fixed metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Someone wrote the Secret since this refresh was scheduled (an admission, a newer
+    /// leader): nothing was written; check again soon with the newer version.
+    #[error("the Secret was written since this refresh started; it will be checked again")]
+    Superseded,
+    /// Not ours to refresh.
+    #[error("namespace {0} is a system namespace")]
+    SystemNamespace(String),
+    #[error("namespace {0} is not labelled {ANN_INJECT}=enabled")]
+    NotOptedIn(String),
+    #[error("reading namespace {namespace}: {}", api_error_message(.source))]
+    Namespace {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("checking the owner {owner}: {}", api_error_message(.source))]
+    Owner {
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting the orphaned Secret: {}", api_error_message(.0))]
+    DeleteOrphan(#[source] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Write(#[from] ManagedError),
+}
 
-/// Error text of a fenced write that lost: not a failure, a newer version exists.
-const SUPERSEDED: &str = "the Secret was written since this refresh started";
+impl RefreshError {
+    /// The `result` label of `secret_injector_refreshes_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RefreshError::Superseded => "superseded",
+            RefreshError::SystemNamespace(_) | RefreshError::NotOptedIn(_) => "skipped",
+            RefreshError::Namespace { .. }
+            | RefreshError::Owner { .. }
+            | RefreshError::DeleteOrphan(_)
+            | RefreshError::Store(_)
+            | RefreshError::Fetch(_)
+            | RefreshError::Write(_) => "error",
+        }
+    }
 
-pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Duration) -> Outcome {
+    /// Not a failure: the Secret is not ours to refresh and is dropped from the work list.
+    pub fn is_skip(&self) -> bool {
+        self.label() == "skipped"
+    }
+}
+
+impl Refreshed {
+    /// The `result` label of `secret_injector_refreshes_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Updated(_) => "updated",
+            Refreshed::Orphaned => "orphaned",
+        }
+    }
+}
+
+pub type Outcome = Result<Refreshed, RefreshError>;
+
+pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -> Outcome {
+    let client = ctx.client();
     // A labelled Secret alone is not a request: anyone who can write Secrets could forge one.
     // Act only where the namespace opted in, like the webhook's namespaceSelector (which also
     // never covers the system namespaces).
@@ -121,154 +145,61 @@ pub async fn refresh(injector: &Injector, tracked: &Tracked, orphan_grace: Durat
         tracked.namespace.as_str(),
         "kube-system" | "kube-node-lease" | "kube-public"
     ) {
-        return Outcome::Skipped(format!(
-            "namespace {} is a system namespace",
-            tracked.namespace
-        ));
+        return Err(RefreshError::SystemNamespace(tracked.namespace.clone()));
     }
-    match opted_in(&injector.client, &tracked.namespace).await {
+    match opted_in(client, &tracked.namespace).await {
         Ok(true) => {}
-        Ok(false) => {
-            return Outcome::Skipped(format!(
-                "namespace {} is not labelled {INJECT_LABEL}=enabled",
-                tracked.namespace
-            ))
-        }
-        Err(e) => {
-            return Outcome::Failed(format!(
-                "reading namespace {}: {}",
-                tracked.namespace,
-                crate::api_error_message(&e)
-            ))
+        Ok(false) => return Err(RefreshError::NotOptedIn(tracked.namespace.clone())),
+        Err(source) => {
+            return Err(RefreshError::Namespace {
+                namespace: tracked.namespace.clone(),
+                source,
+            })
         }
     }
-    match owner_gone(&injector.client, tracked, orphan_grace).await {
-        Ok(true) => {
-            return match delete(&injector.client, tracked).await {
-                Ok(()) => Outcome::Orphaned,
-                Err(e) => Outcome::Failed(format!("deleting the orphaned Secret: {e}")),
-            };
-        }
-        Ok(false) => {}
-        Err(e) => {
-            return Outcome::Failed(format!(
-                "checking the owner {}/{}: {}",
-                tracked.owner_kind,
-                tracked.owner_name,
-                crate::api_error_message(&e)
-            ))
-        }
+    let gone = owner_gone(client, tracked, orphan_grace)
+        .await
+        .map_err(|source| RefreshError::Owner {
+            owner: tracked.record.owner.reference(),
+            source,
+        })?;
+    if gone {
+        delete(client, tracked)
+            .await
+            .map_err(RefreshError::DeleteOrphan)?;
+        return Ok(Refreshed::Orphaned);
     }
-    let store = match crate::store::resolve(
-        &injector.client,
-        &tracked.namespace,
-        &tracked.source.store_ref,
-        &injector.config.endpoints,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+    let store = ctx
+        .resolve_store(&tracked.namespace, &tracked.record.source.store_ref)
+        .await?;
     let identity = PodIdentity {
         namespace: tracked.namespace.clone(),
-        service_account: tracked.service_account.clone(),
+        service_account: tracked.record.service_account.clone(),
     };
     let origin = format!("Secret {}", tracked.name);
-    let data = match crate::fetch::fetch_source(
-        injector,
-        &identity,
-        &store,
-        &tracked.source,
-        &origin,
-        false,
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => return Outcome::Failed(e.denial_message()),
-    };
-    let digest = injector.digest_key.digest(&data);
-    if tracked.data_hmac.as_deref() == Some(digest.as_str()) {
-        return Outcome::Unchanged;
+    let data = ctx
+        .fetch_fresh(&identity, &store, &tracked.record.source, &origin)
+        .await?;
+    if tracked.data_hmac.as_deref() == Some(ctx.digest_key().digest(&data).as_str()) {
+        return Ok(Refreshed::Unchanged);
     }
-    match write(&injector.client, tracked, &data, &digest).await {
-        Ok(Some(rv)) => {
-            injector.metrics.secret_write("update");
-            Outcome::Updated(rv)
-        }
-        Ok(None) => Outcome::Unchanged,
-        Err(e) if e.starts_with(SUPERSEDED) => Outcome::Superseded,
-        Err(e) => Outcome::Failed(e),
-    }
-}
-
-/// Write new data, fenced by the resourceVersion observed *before* the fetch: if anyone (a
-/// newer leader, an admission) wrote since, we stop rather than overwrite a newer value.
-/// Returns the new resourceVersion, or None when the bytes were already equal (e.g. the HMAC
-/// key changed since the digest was recorded): nothing written.
-async fn write(
-    client: &Client,
-    tracked: &Tracked,
-    data: &BTreeMap<String, SecretBytes>,
-    digest: &str,
-) -> Result<Option<String>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &tracked.namespace);
-    let mut secret = api
-        .get(&tracked.name)
-        .await
-        .map_err(|e| format!("reading the Secret: {}", crate::api_error_message(&e)))?;
-    if secret.metadata.resource_version.as_deref() != Some(tracked.resource_version.as_str()) {
-        return Err(
-            "the Secret was written since this refresh started; it will be checked again".into(),
-        );
-    }
-    let labels = secret.metadata.labels.clone().unwrap_or_default();
-    let ann = secret.metadata.annotations.clone().unwrap_or_default();
-    if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY)
-        || ann.get(ANN_SOURCE) != Some(&serde_json::to_string(&tracked.source).unwrap_or_default())
-        || ann.get(ANN_SERVICE_ACCOUNT) != Some(&tracked.service_account)
+    let fence = Fence::Version(tracked.resource_version.clone());
+    match managed::write(
+        &api,
+        &tracked.target(),
+        &data,
+        ctx.digest_key(),
+        fence,
+        ctx.metrics(),
+    )
+    .await?
     {
-        // Rewritten since it was scheduled (a new request at admission): the watch brings the
-        // new version, which is checked instead.
-        return Err(SUPERSEDED.into());
+        WriteOutcome::Updated(version) => Ok(Refreshed::Updated(version)),
+        // Same bytes (e.g. the HMAC key changed since the digest was recorded): nothing written.
+        WriteOutcome::Unchanged => Ok(Refreshed::Unchanged),
+        WriteOutcome::Superseded | WriteOutcome::Created => Err(RefreshError::Superseded),
     }
-    let desired: BTreeMap<String, ByteString> = data
-        .iter()
-        .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
-        .collect();
-    if secret.data.as_ref() == Some(&desired) {
-        return Ok(None);
-    }
-    secret.data = Some(desired);
-    secret.string_data = None;
-    let annotations = secret
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default);
-    annotations.insert(ANN_DATA_HMAC.into(), digest.to_string());
-    annotations.insert(
-        ANN_LAST_SYNC.into(),
-        OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
-    );
-    // `replace` carries the resourceVersion we read: a concurrent writer (or a newer leader)
-    // makes this fail with 409 instead of being overwritten.
-    let written = match api
-        .replace(&tracked.name, &crate::managed::post_params(), &secret)
-        .await
-    {
-        Ok(w) => w,
-        Err(kube::Error::Api(s)) if s.code == 409 => return Err(SUPERSEDED.into()),
-        Err(e) => {
-            return Err(format!(
-                "writing the Secret: {}",
-                crate::api_error_message(&e)
-            ))
-        }
-    };
-    Ok(written.metadata.resource_version)
 }
 
 async fn owner_gone(
@@ -276,54 +207,34 @@ async fn owner_gone(
     tracked: &Tracked,
     grace: Duration,
 ) -> Result<bool, kube::Error> {
-    let ns = &tracked.namespace;
-    let name = &tracked.owner_name;
-    let uid = match tracked.owner_kind.as_str() {
-        "Deployment" => get_uid::<Deployment>(client, ns, name).await?,
-        "StatefulSet" => get_uid::<StatefulSet>(client, ns, name).await?,
-        "DaemonSet" => get_uid::<DaemonSet>(client, ns, name).await?,
-        "ReplicaSet" => get_uid::<ReplicaSet>(client, ns, name).await?,
-        "Job" => get_uid::<Job>(client, ns, name).await?,
-        "CronJob" => get_uid::<CronJob>(client, ns, name).await?,
-        "Pod" => {
-            // A bare pod's uid did not exist at admission; its Secret goes once no pod of that
-            // name exists and the grace period (for pods still being created) has passed.
-            let exists = get_uid::<Pod>(client, ns, name).await?.is_some();
-            let old_enough = tracked.created.is_none_or(|c| {
-                OffsetDateTime::now_utc() - c
-                    > time::Duration::try_from(grace).unwrap_or(time::Duration::MAX)
-            });
-            return Ok(!exists && old_enough);
-        }
+    let owner = &tracked.record.owner;
+    let Some(kind) = owner.kind.known() else {
         // Owners of kinds we do not read (custom controllers): leave them to the garbage collector.
-        _ => return Ok(false),
+        return Ok(false);
     };
-    Ok(match (uid, &tracked.owner_uid) {
-        (None, _) => true,
-        // Same name, new object: the Secret belonged to the old one.
-        (Some(current), Some(recorded)) => current != *recorded,
-        (Some(_), None) => false,
-    })
+    let meta = kind
+        .get_meta(client, &tracked.namespace, &owner.name)
+        .await?;
+    if kind == WorkloadKind::Pod {
+        // A bare pod's uid did not exist at admission; its Secret goes once no pod of that
+        // name exists and the grace period (for pods still being created) has passed.
+        let old_enough = tracked.created.is_none_or(|c| {
+            Timestamp::now().duration_since(c)
+                > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
+        });
+        return Ok(meta.is_none() && old_enough);
+    }
+    Ok(
+        match (meta.map(|m| m.uid.unwrap_or_default()), &owner.uid) {
+            (None, _) => true,
+            // Same name, new object: the Secret belonged to the old one.
+            (Some(current), Some(recorded)) => current != *recorded,
+            (Some(_), None) => false,
+        },
+    )
 }
 
-async fn get_uid<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<String>, kube::Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Ok(crate::workload::get_meta::<K>(client, namespace, name)
-        .await?
-        .map(|m| m.uid.unwrap_or_default()))
-}
-
-async fn delete(client: &Client, tracked: &Tracked) -> Result<(), String> {
+async fn delete(client: &Client, tracked: &Tracked) -> Result<(), kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &tracked.namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -334,16 +245,16 @@ async fn delete(client: &Client, tracked: &Tracked) -> Result<(), String> {
     };
     match api.delete(&tracked.name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(crate::api_error_message(&e)),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 async fn opted_in(client: &Client, namespace: &str) -> Result<bool, kube::Error> {
-    let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+    let ns = Api::<Namespace>::all(client.clone())
         .get_opt(namespace)
         .await?;
     Ok(ns
         .and_then(|n| n.metadata.labels)
-        .is_some_and(|l| l.get(INJECT_LABEL).map(String::as_str) == Some("enabled")))
+        .is_some_and(|l| l.get(ANN_INJECT).map(String::as_str) == Some("enabled")))
 }

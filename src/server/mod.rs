@@ -22,23 +22,24 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use crate::admission::{self, Injector};
+use crate::admission;
+use crate::context::Context;
 use crate::metrics::Metrics;
 
 /// AdmissionReviews of large pods stay well under this; anything bigger is refused unread.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// The HTTPS routes. Exposed so tests can drive it in-process without TLS.
-pub fn router(injector: Arc<Injector>) -> Router {
+pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(injector)
+        .with_state(ctx)
 }
 
-async fn mutate(State(injector): State<Arc<Injector>>, body: Bytes) -> Response {
-    match admission::review_pod(&injector, &body).await {
+async fn mutate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
+    match admission::review_pod(&ctx, &body).await {
         Ok(review) => json_review(&review),
         Err(e) => (StatusCode::BAD_REQUEST, e.0).into_response(),
     }
@@ -68,10 +69,8 @@ fn json_review(
     Json(value).into_response()
 }
 
-async fn validate(State(injector): State<Arc<Injector>>, body: Bytes) -> Response {
-    match admission::validate::review_store(&injector.config.endpoints, &injector.metrics, &body)
-        .await
-    {
+async fn validate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
+    match admission::validate::review_store(&ctx.config().endpoints, ctx.metrics(), &body).await {
         Ok(review) => json_review(&review),
         Err(e) => (StatusCode::BAD_REQUEST, e.0).into_response(),
     }
@@ -83,7 +82,7 @@ struct AdminState {
     ready: Arc<AtomicBool>,
 }
 
-/// `/healthz` (process alive), `/readyz` (certificate loaded and Kubernetes API reachable),
+/// `/healthz` (process alive), `/readyz` (Kubernetes API reachable and managed Secrets indexed),
 /// `/metrics` (Prometheus text).
 pub fn admin_router(metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
     Router::new()

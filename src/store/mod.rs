@@ -1,20 +1,25 @@
-//! SecretStore / ClusterSecretStore: CRD types, resolution by name, and the validation shared
-//! by the runtime and the validating webhook.
+//! SecretStore / ClusterSecretStore: CRD types (and their YAML), resolution by name, the
+//! validation shared by the runtime and the validating webhook, and the status controller.
+//! Per-backend knowledge (configuration, rules, probes) lives in [`crate::provider`].
 
-mod policy;
+pub mod crd;
 pub mod status;
-mod types;
+pub mod types;
 mod validate;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, Client};
 
-pub use policy::{
+/// The operator's endpoint allowlist is the providers' (they enforce it).
+pub use crate::provider::policy::{
     parse_list as parse_endpoint_list, EndpointPattern, EndpointPolicy, DEFAULT_AWS_ENDPOINTS,
 };
 pub use types::*;
-pub use validate::*;
+pub use validate::{validate_conditions, validate_provider, validate_store, Verdict};
+
+/// Provider types that store users name through this module.
+pub use crate::provider::{FieldError, ProviderConfig, ResolvedStore, Validated};
 
 use crate::spec::{StoreKind, StoreRef};
 
@@ -43,7 +48,7 @@ pub enum StoreError {
         reference: StoreRef,
         errors: Vec<FieldError>,
     },
-    #[error("reading {reference} from the Kubernetes API failed: {}", crate::api_error_message(.source))]
+    #[error("reading {reference} from the Kubernetes API failed: {}", crate::k8s::api_error_message(.source))]
     Api {
         reference: StoreRef,
         #[source]
@@ -57,14 +62,6 @@ fn join(errors: &[FieldError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// A store that exists, may be used from the namespace, and whose spec is valid.
-#[derive(Clone, Debug)]
-pub struct ResolvedStore {
-    pub reference: StoreRef,
-    pub uid: Option<String>,
-    pub config: ProviderConfig,
 }
 
 pub async fn resolve(

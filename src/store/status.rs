@@ -1,7 +1,7 @@
 //! Store status: the leader keeps `status.conditions[Ready]` of every SecretStore and
 //! ClusterSecretStore current — `Valid`, `InvalidConfig` (the same validation the webhooks
-//! use) or `Unreachable` (a probe that needs no identity: Vault `sys/health`, an HTTPS request
-//! to the AWS endpoint). The probe runs only after the allowlist check passed, so status
+//! use) or `Unreachable` (the provider's probe, which needs no identity: Vault `sys/health`,
+//! an HTTPS request to the AWS endpoint). The probe runs only after the allowlist check passed, so status
 //! checks cannot be used to reach addresses the operator has not allowed.
 
 use std::sync::Arc;
@@ -19,17 +19,15 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{
-    validate_provider, validate_store, AwsConfig, ClusterSecretStore, EndpointPolicy,
-    ProviderConfig, SecretStore, SecretStoreStatus, StoreCondition, VaultConfig,
+    validate_provider, validate_store, ClusterSecretStore, EndpointPolicy, SecretStore,
+    SecretStoreStatus, StoreCondition,
 };
-use crate::redact::scrub;
+use crate::provider::Providers;
 
 pub const READY: &str = "Ready";
 pub const REASON_VALID: &str = "Valid";
 pub const REASON_INVALID: &str = "InvalidConfig";
 pub const REASON_UNREACHABLE: &str = "Unreachable";
-
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct StatusContext {
     pub client: Client,
@@ -62,7 +60,7 @@ pub async fn evaluate(
             "spec.provider could not be read".into(),
         );
     };
-    match probe(&validated.config).await {
+    match Providers::probe(&validated.config).await {
         Ok(detail) if verdict.warnings.is_empty() => (true, REASON_VALID, detail),
         Ok(detail) => (
             true,
@@ -70,76 +68,6 @@ pub async fn evaluate(
             format!("{detail}; warnings: {}", verdict.warnings.join("; ")),
         ),
         Err(detail) => (false, REASON_UNREACHABLE, detail),
-    }
-}
-
-async fn probe(config: &ProviderConfig) -> Result<String, String> {
-    match config {
-        ProviderConfig::Vault(v) => probe_vault(v).await,
-        ProviderConfig::Aws(a) => probe_aws(a).await,
-    }
-}
-
-fn http_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
-    crate::provider::net::backend_client(ca_pem, PROBE_TIMEOUT)
-}
-
-fn transport_error(e: &reqwest::Error) -> String {
-    scrub(&crate::provider::error_chain(e))
-}
-
-async fn probe_vault(config: &VaultConfig) -> Result<String, String> {
-    let client = http_client(config.ca_pem.as_deref())?;
-    let url = config
-        .server
-        .join("v1/sys/health?standbyok=true&perfstandbyok=true")
-        .map_err(|e| e.to_string())?;
-    let mut request = client.get(url);
-    if let Some(ns) = &config.namespace {
-        request = request.header("X-Vault-Namespace", ns.as_str());
-    }
-    match request.send().await {
-        Ok(r) => match r.status().as_u16() {
-            200 | 429 | 472 | 473 => Ok(format!(
-                "{} answers sys/health",
-                config.server.origin().ascii_serialization()
-            )),
-            501 => Err("Vault answers but is not initialized".into()),
-            503 => Err("Vault answers but is sealed".into()),
-            other => Err(format!("sys/health returned HTTP {other}")),
-        },
-        Err(e) => Err(format!(
-            "{} did not answer: {}",
-            config.server.origin().ascii_serialization(),
-            transport_error(&e)
-        )),
-    }
-}
-
-async fn probe_aws(config: &AwsConfig) -> Result<String, String> {
-    let url = match &config.endpoint {
-        Some(u) => u.clone(),
-        // China regions live under amazonaws.com.cn.
-        None => url::Url::parse(&format!(
-            "https://secretsmanager.{}.amazonaws.com{}/",
-            config.region,
-            if config.region.starts_with("cn-") {
-                ".cn"
-            } else {
-                ""
-            }
-        ))
-        .map_err(|e| e.to_string())?,
-    };
-    let client = http_client(None)?;
-    match client.get(url.clone()).send().await {
-        // Any HTTP answer proves DNS, TCP and (for https) a verified TLS handshake.
-        Ok(_) => Ok(format!("{} answers", url.origin().ascii_serialization())),
-        Err(e) => Err(format!(
-            "{} did not answer: {}",
-            url.origin().ascii_serialization(),
-            transport_error(&e)
-        )),
     }
 }
 
@@ -209,7 +137,7 @@ async fn reconcile<K: StoreObject>(
         let patch = json!({"status": {"conditions": [condition]}});
         api.patch_status(
             &obj.name_any(),
-            &crate::managed::patch_params(),
+            &crate::k8s::patch_params(),
             &Patch::Merge(&patch),
         )
         .await

@@ -6,6 +6,13 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The provider sections are defined by their backends.
+pub use crate::provider::aws::AwsProviderSpec;
+pub use crate::provider::vault::{
+    ServiceAccountRef, VaultAuthSpec, VaultJwtAuth, VaultKubernetesAuth, VaultProviderSpec,
+};
+pub use crate::provider::ProviderSpec;
+
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "secret-injector.io",
@@ -54,99 +61,6 @@ pub struct ClusterStoreCondition {
     pub namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
-}
-
-/// Exactly one provider must be set.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vault: Option<VaultProviderSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsProviderSpec>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VaultProviderSpec {
-    /// Vault/OpenBao address, e.g. `https://vault.vault.svc:8200`.
-    pub server: String,
-    /// Mount path of the KV engine, e.g. `secret` (no `data/` suffix for KV v2).
-    pub path: String,
-    /// KV engine version: `v1` or `v2` (default `v2`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Vault Enterprise / OpenBao namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Base64-encoded PEM bundle of the CA that signed the server's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<String>,
-    pub auth: VaultAuthSpec,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct VaultAuthSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<VaultKubernetesAuth>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt: Option<VaultJwtAuth>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VaultKubernetesAuth {
-    /// Mount path of the Kubernetes auth method (default `kubernetes`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mount_path: Option<String>,
-    pub role: String,
-    /// Audiences for the pod's ServiceAccount token. None: the API server's default audience.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audiences: Option<Vec<String>>,
-    /// Accepted for External Secrets Operator compatibility and ignored: the pod's own
-    /// ServiceAccount is always used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_ref: Option<ServiceAccountRef>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VaultJwtAuth {
-    /// Mount path of the JWT auth method (default `jwt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    pub role: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audiences: Option<Vec<String>>,
-    /// Accepted for External Secrets Operator compatibility and ignored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_ref: Option<ServiceAccountRef>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceAccountRef {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audiences: Option<Vec<String>>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsProviderSpec {
-    /// Only `SecretsManager` is supported.
-    pub service: String,
-    pub region: String,
-    /// IAM role to assume with the pod's web identity. Default: the ServiceAccount's
-    /// `eks.amazonaws.com/role-arn` annotation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Override of the Secrets Manager / STS endpoint (VPC endpoints, tests).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]

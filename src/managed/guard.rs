@@ -1,0 +1,105 @@
+//! The ownership guard: a Secret at the target name is written only when it is provably ours
+//! — our label, type Opaque, not immutable, the same owner and the same ServiceAccount.
+//! Anything else with that name is never touched.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::recorded::{has_managed_label, Recorded, ANN_OWNER, ANN_SERVICE_ACCOUNT};
+use super::ManagedError;
+
+/// One managed Secret to read or write: where, and the request it records.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub record: Recorded,
+}
+
+/// What is already at the target name.
+#[derive(Debug)]
+pub enum Existing {
+    Absent,
+    /// Ours, for the same owner and ServiceAccount. `current`: made from the same request
+    /// (source, interval, rollout, owner uid), so admission needs no backend call.
+    Ours {
+        secret: Box<Secret>,
+        current: bool,
+    },
+}
+
+impl Existing {
+    pub fn is_current(&self) -> bool {
+        matches!(self, Existing::Ours { current: true, .. })
+    }
+}
+
+/// Read the target and apply the ownership guard.
+pub async fn inspect(api: &Api<Secret>, target: &Target) -> Result<Existing, ManagedError> {
+    let found = api
+        .get_opt(&target.name)
+        .await
+        .map_err(|source| ManagedError::api(&target.name, source))?;
+    match found {
+        None => Ok(Existing::Absent),
+        Some(secret) => classify(secret, target),
+    }
+}
+
+/// Apply the ownership guard to what is at the target name.
+pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedError> {
+    let name = target.name.clone();
+    let ours = has_managed_label(&secret.metadata)
+        && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque"
+        && secret.immutable != Some(true);
+    if !ours {
+        return Err(ManagedError::Foreign { name });
+    }
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let owner = target.record.owner.reference();
+    recorded_as(&annotations, ANN_OWNER, &owner).map_err(|existing| ManagedError::OtherOwner {
+        name: name.clone(),
+        existing_owner: existing.unwrap_or_else(|| "an unknown owner".into()),
+        owner,
+    })?;
+    let sa = &target.record.service_account;
+    recorded_as(&annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
+        ManagedError::OtherServiceAccount {
+            name,
+            existing: existing.unwrap_or_else(|| "(none recorded)".into()),
+            requested: sa.clone(),
+        }
+    })?;
+    // Current means "made from the same request": the refresher keeps its values fresh, so
+    // admission reuses it without a backend call however long ago it was last written.
+    let same_request = target.record.same_request(&annotations);
+    // A workload deleted and recreated under the same name has a new uid: the Secret must be
+    // rewritten with the new ownerReference, or the garbage collector would remove it.
+    let same_owner_uid = match &target.record.owner.uid {
+        Some(uid) => secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == *uid),
+        None => true,
+    };
+    Ok(Existing::Ours {
+        current: same_request && same_owner_uid,
+        secret: Box::new(secret),
+    })
+}
+
+/// Ok when `annotations` record `expected` under `key`; otherwise what they record there.
+fn recorded_as(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    expected: &str,
+) -> Result<(), Option<String>> {
+    match annotations.get(key) {
+        Some(v) if v == expected => Ok(()),
+        other => Err(other.cloned()),
+    }
+}
