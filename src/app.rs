@@ -32,6 +32,8 @@ pub enum AppError {
     ShortKey(PathBuf),
     #[error("loading the serving certificate")]
     Certificate(#[source] server::tls::TlsError),
+    #[error("loading --client-ca-file")]
+    ClientCa(#[source] server::tls::TlsError),
     #[error("building the Kubernetes client (KUBECONFIG or in-cluster config)")]
     Client(#[source] kube::Error),
     #[error("binding {addr}")]
@@ -80,6 +82,12 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
     let digest_key = load_digest_key(&args)?;
     let cert = server::tls::ReloadingCert::load(args.tls_cert.clone(), args.tls_key.clone())
         .map_err(AppError::Certificate)?;
+    let client_ca = match &args.client_ca_file {
+        Some(path) => {
+            Some(server::tls::ReloadingClientCa::load(path.clone()).map_err(AppError::ClientCa)?)
+        }
+        None => None,
+    };
     let client = kube::Client::try_default()
         .await
         .map_err(AppError::Client)?;
@@ -113,10 +121,14 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
     );
 
     cert.spawn_reloader(args.tls_reload_interval, shutdown_rx.clone());
+    if let Some(ca) = &client_ca {
+        ca.spawn_reloader(args.tls_reload_interval, shutdown_rx.clone());
+    }
     let https_task = tokio::spawn(server::serve_tls(
         https,
-        cert.server_config(),
-        server::router(ctx.clone()),
+        cert.server_config(client_ca),
+        server::router_with_limits(ctx.clone(), &args.limits),
+        args.limits.clone(),
         shutdown_rx.clone(),
     ));
     let admin_task = tokio::spawn(server::serve_plain(
@@ -169,10 +181,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
         shutdown_rx.clone(),
     ));
 
-    shutdown_signal().await;
-    info!("shutting down");
-    ready.store(false, Ordering::Relaxed);
-    let _ = shutdown_tx.send(true);
+    server::shutdown::on_signal_drain_then_stop(&ready, args.limits.shutdown_drain, &shutdown_tx)
+        .await;
     let _ = status_task.await;
     let _ = refresher_task.await;
     join("HTTPS server", https_task).await?;
@@ -221,22 +231,4 @@ async fn become_ready(
     }
     ready.store(true, Ordering::Relaxed);
     info!("Kubernetes API reachable and managed Secrets indexed; ready");
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -97,12 +97,126 @@ pub struct ServeArgs {
     /// older than this (pods still being created keep theirs).
     #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
     pub orphan_grace_period: Duration,
+    /// PEM CA bundle: when set, the HTTPS listener requires a client certificate signed by it
+    /// (the API server's, configured with an AdmissionConfiguration webhook kubeconfig) and
+    /// refuses other callers during the TLS handshake. Re-read with the serving certificate.
+    /// Leave unset on control planes that cannot present one (EKS, GKE, AKS).
+    #[arg(long, env = "SECRET_INJECTOR_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Server limits (timeouts, connection and concurrency caps, body and HTTP/2 limits).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Log format.
     #[arg(long, env = "SECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax). Backend client libraries are always kept quiet.
     #[arg(long, env = "SECRET_INJECTOR_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Limits of the HTTPS listener. Defaults fit one API server replica set calling over
+/// HTTP/2 and keep memory under the Deployment's 128 MiB limit under hostile load; see
+/// docs/security.md ("Server limits").
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Open HTTPS connections at most; further connections are closed as soon as they are
+    /// accepted (never queued).
+    #[arg(long, env = "SECRET_INJECTOR_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A TLS handshake must finish within this.
+    #[arg(long, env = "SECRET_INJECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_positive)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1 request headers must arrive within this (also closes idle HTTP/1 keep-alive
+    /// connections after this long).
+    #[arg(long, env = "SECRET_INJECTOR_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive)]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this once its review has a slot.
+    #[arg(long, env = "SECRET_INJECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive)]
+    pub body_read_timeout: Duration,
+    /// A connection (HTTP/1 or HTTP/2) with no request in flight for this long is closed
+    /// gracefully (HTTP/2 GOAWAY).
+    #[arg(long, env = "SECRET_INJECTOR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive)]
+    pub idle_timeout: Duration,
+    /// Reviews (/mutate and /validate together) processed at once. Bodies are read only once a
+    /// review has a slot, so this also bounds the request bytes held in memory.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_CONCURRENT_REVIEWS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_reviews: u32,
+    /// How long a review waits for a slot before the answer is HTTP 429 with Retry-After.
+    #[arg(long, env = "SECRET_INJECTOR_OVERLOAD_WAIT", default_value = "1s", value_parser = parse_interval)]
+    pub overload_wait: Duration,
+    /// Largest request body accepted (bytes, or with a KiB/MiB suffix). A pod is at most
+    /// 1.5 MiB (etcd's request limit) and a CREATE review carries it once; an UPDATE carries
+    /// object and oldObject, so 3 MiB fits the largest review the API server can send.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_REQUEST_BODY", default_value = "3MiB", value_parser = parse_size)]
+    pub max_request_body: usize,
+    /// Estimated memory one review may take once decoded (bytes, or KiB/MiB). The estimate
+    /// is the body size plus a fixed cost per JSON object and string (typed decoding turns a
+    /// 12-byte `{"name":""}` into a struct of a kilobyte or more); a review over it is refused
+    /// with 413 before it is decoded. Real pods are far below it: the cap stops reviews built
+    /// to amplify memory.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_REVIEW_MEMORY", default_value = "32MiB", value_parser = parse_size)]
+    pub max_review_memory: usize,
+    /// Estimated decoded memory of all reviews in progress together; a review that does not
+    /// fit waits (up to --overload-wait) like one without a slot. With the process's own
+    /// ~40 MiB this keeps it under the Deployment's 128 MiB limit.
+    #[arg(long, env = "SECRET_INJECTOR_REVIEW_MEMORY_BUDGET", default_value = "64MiB", value_parser = parse_size)]
+    pub review_memory_budget: usize,
+    /// HTTP/2 flow-control window per stream and per connection: how much unread request body
+    /// a connection may push at the server (bounds memory across --max-connections).
+    #[arg(long, env = "SECRET_INJECTOR_HTTP2_WINDOW", default_value = "64KiB", value_parser = parse_size)]
+    pub http2_window: usize,
+    /// HTTP/2 streams (concurrent requests) per connection.
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 32
+    )]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request header block (HTTP/2 header list; HTTP/1 read buffer), bytes or
+    /// KiB/MiB.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_size: usize,
+    /// HTTP/2 keep-alive PING interval; a peer that does not answer within
+    /// --http2-keepalive-timeout is disconnected.
+    #[arg(long, env = "SECRET_INJECTOR_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive)]
+    pub http2_keepalive_interval: Duration,
+    /// See --http2-keepalive-interval.
+    #[arg(long, env = "SECRET_INJECTOR_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_positive)]
+    pub http2_keepalive_timeout: Duration,
+    /// On SIGTERM, readiness turns false at once and the server keeps serving this long, so
+    /// the endpoint is removed before the listener closes. Together with the Deployment's
+    /// preStop sleep and --shutdown-timeout it must fit terminationGracePeriodSeconds.
+    #[arg(long, env = "SECRET_INJECTOR_SHUTDOWN_DRAIN", default_value = "5s", value_parser = parse_interval)]
+    pub shutdown_drain: Duration,
+    /// After the drain, how long in-flight reviews may take to finish before connections are
+    /// cut.
+    #[arg(long, env = "SECRET_INJECTOR_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive)]
+    pub shutdown_timeout: Duration,
+}
+
+/// `1048576`, `512KiB`, `3MiB`.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64KiB, 3MiB)"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1024,
+        "MiB" | "Mi" => 1024 * 1024,
+        other => return Err(format!("unknown size unit {other:?}; use KiB or MiB")),
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 8192 {
+        return Err("must be at least 8KiB".into());
+    }
+    Ok(bytes)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -263,5 +377,27 @@ mod tests {
             "45s"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn limit_defaults_and_sizes() {
+        let cli = Cli::try_parse_from([
+            "secret-injector",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.limits.max_request_body, 3 * 1024 * 1024);
+        assert_eq!(args.limits.max_header_size, 64 * 1024);
+        assert_eq!(args.limits.shutdown_drain, Duration::from_secs(5));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert!(parse_size("1").is_err());
+        assert!(parse_size("3GB").is_err());
     }
 }

@@ -47,7 +47,7 @@ pub fn volume_name(secret_name: &str) -> String {
     }
     let hash = Sha256::digest(secret_name.as_bytes());
     let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let head = candidate[..54].trim_end_matches('-');
+    let head = crate::spec::truncate_utf8(&candidate, 54).trim_end_matches('-');
     format!("{head}-{suffix}")
 }
 

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
@@ -25,6 +29,8 @@ pub enum TlsError {
     NoKey { path: PathBuf },
     #[error("the key in {path} is of an unsupported type")]
     UnsupportedKey { path: PathBuf },
+    #[error("{path} holds no usable CA certificate for client authentication: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
 }
 
 pub struct ReloadingCert {
@@ -127,14 +133,22 @@ impl ReloadingCert {
         });
     }
 
-    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    /// The listener's TLS configuration; with `client_ca`, a client certificate signed by it
+    /// is required and anything else fails the handshake.
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_ca: Option<Arc<ReloadingClientCa>>,
+    ) -> rustls::ServerConfig {
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+        .expect("ring supports the default protocol versions");
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(ca),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config
     }
@@ -146,12 +160,171 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// `--client-ca-file`: a WebPKI client-certificate verifier over that CA bundle, re-read on
+/// the same timer as the serving certificate (a bundle that fails to load keeps the old one).
+/// No CA names are sent in the CertificateRequest: clients with one certificate (the API
+/// server's webhook kubeconfig) send it regardless.
+pub struct ReloadingClientCa {
+    path: PathBuf,
+    current: RwLock<(Arc<dyn ClientCertVerifier>, [u8; 32])>,
+}
+
+impl std::fmt::Debug for ReloadingClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingClientCa")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn load_client_ca(path: &Path) -> Result<(Arc<dyn ClientCertVerifier>, [u8; 32]), TlsError> {
+    let pem = read(path)?;
+    let fingerprint: [u8; 32] = Sha256::digest(&pem).into();
+    let bad = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate found".into()));
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| bad(e.to_string()))?;
+    Ok((verifier, fingerprint))
+}
+
+impl ReloadingClientCa {
+    pub fn load(path: PathBuf) -> Result<Arc<Self>, TlsError> {
+        let current = load_client_ca(&path)?;
+        Ok(Arc::new(Self {
+            path,
+            current: RwLock::new(current),
+        }))
+    }
+
+    /// Re-read the bundle; returns true when a new one was installed.
+    pub fn reload(&self) -> bool {
+        match load_client_ca(&self.path) {
+            Ok((verifier, fingerprint)) => {
+                let mut current = self.current.write().expect("lock not poisoned");
+                if current.1 == fingerprint {
+                    return false;
+                }
+                *current = (verifier, fingerprint);
+                info!(ca = %self.path.display(), "client CA reloaded");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "new client CA could not be loaded; keeping the current one");
+                false
+            }
+        }
+    }
+
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { this.reload(); }
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current.read().expect("lock not poisoned").0.clone()
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn serial(cert: &ReloadingCert) -> Vec<u8> {
         cert.current.read().unwrap().0.cert[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn client_ca_loads_reloads_and_keeps_the_old_bundle_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client-ca.crt");
+        assert!(matches!(
+            ReloadingClientCa::load(path.clone()),
+            Err(TlsError::Read { .. })
+        ));
+        std::fs::write(&path, "no certificate here").unwrap();
+        assert!(matches!(
+            ReloadingClientCa::load(path.clone()),
+            Err(TlsError::ClientCa { .. })
+        ));
+        let first = crate::certs::generate(&["a.example".into()], &[], 1).unwrap();
+        std::fs::write(&path, &first.ca_pem).unwrap();
+        let ca = ReloadingClientCa::load(path.clone()).unwrap();
+        assert!(ca.client_auth_mandatory());
+        assert!(!ca.reload(), "unchanged file: nothing to do");
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(!ca.reload(), "a broken bundle is not installed");
+        let second = crate::certs::generate(&["b.example".into()], &[], 1).unwrap();
+        std::fs::write(&path, &second.ca_pem).unwrap();
+        assert!(ca.reload());
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub use names::{is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_secr
 pub use short::default_secret_name;
 pub use types::*;
 
+/// Remote values one pod may ask for (data entries plus extract keys, over every item):
+/// each one is a backend read at admission, so a pod with thousands would fan out.
+pub const MAX_KEYS_PER_POD: usize = 256;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("annotation {key}: {message}")]
@@ -107,13 +111,56 @@ pub fn parse(
         }
         full::parse(full, ctx)?
     } else {
+        // Count before parsing so a pod with thousands of keys costs no more than a count.
+        let requested = config
+            .keys()
+            .filter(|k| k.starts_with(ANN_ENV_PREFIX) || k.starts_with(ANN_FILE_PREFIX))
+            .count()
+            + config.get(ANN_EXTRACT).map_or(0, |v| v.split(',').count());
+        check_key_budget(&config, requested)?;
         match short::parse(&config, ctx)? {
             Some(item) => vec![item],
             None => return Ok(None),
         }
     };
+    let count: usize = items.iter().map(|i| i.data.len() + i.extract.len()).sum();
+    check_key_budget(&config, count)?;
     check_cross_item_conflicts(&items)?;
     Ok(Some(InjectionSpec { items }))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+/// Every place that cuts a string to a byte length goes through this: names come from
+/// untrusted reviews and may be multi-byte.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// Deny a pod asking for more remote values than [`MAX_KEYS_PER_POD`], naming the count.
+fn check_key_budget(config: &BTreeMap<String, String>, count: usize) -> Result<(), SpecError> {
+    if count <= MAX_KEYS_PER_POD {
+        return Ok(());
+    }
+    let field = if config.contains_key(ANN_EXTERNAL_SECRETS) {
+        ANN_EXTERNAL_SECRETS.to_string()
+    } else {
+        format!("{ANN_ENV_PREFIX}*, {ANN_FILE_PREFIX}* and {ANN_EXTRACT}")
+    };
+    Err(invalid(
+        field,
+        format!(
+            "the pod asks for {count} remote values; at most {MAX_KEYS_PER_POD} are allowed per \
+             pod (each one is a backend read at admission): split the workload or use extract \
+             on fewer, larger remote secrets"
+        ),
+    ))
 }
 
 /// Remote keys are paths or names in the backend. They must not be able to escape the

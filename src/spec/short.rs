@@ -146,13 +146,26 @@ pub(super) fn parse(
             }
             v.to_string()
         }
-        None => default_secret_name(ctx.workload_name).ok_or_else(|| {
-            invalid(
-                ANN_SECRET_NAME,
-                "missing: the pod has neither an owning workload nor a name to derive \
-                 the Secret name from; set secret-injector.io/secret-name",
-            )
-        })?,
+        None => {
+            let derived = default_secret_name(ctx.workload_name).ok_or_else(|| {
+                invalid(
+                    ANN_SECRET_NAME,
+                    "missing: the pod has neither an owning workload nor a name to derive \
+                     the Secret name from; set secret-injector.io/secret-name",
+                )
+            })?;
+            if !is_dns1123_subdomain(&derived) {
+                return Err(invalid(
+                    ANN_SECRET_NAME,
+                    format!(
+                        "missing, and the name derived from the workload ({:?}) is not a \
+                         valid Secret name; set secret-injector.io/secret-name",
+                        truncate_utf8(&derived, 64)
+                    ),
+                ));
+            }
+            derived
+        }
     };
     let mount_path = match config.get(ANN_MOUNT_PATH) {
         Some(v) => {
@@ -206,8 +219,7 @@ pub fn default_secret_name(workload: Option<&str>) -> Option<String> {
     if base.is_empty() {
         return None;
     }
-    let mut base = base.to_string();
-    base.truncate(253 - "-injected".len());
+    let base = truncate_utf8(base, 253 - "-injected".len());
     Some(format!("{}-injected", base.trim_end_matches(['-', '.'])))
 }
 

@@ -29,6 +29,8 @@ pub struct Webhook {
     client: reqwest::Client,
     dir: tempfile::TempDir,
     log: PathBuf,
+    /// PEM of the CA that signed the serving certificate, for clients built by a test.
+    pub ca_pem: String,
 }
 
 impl Webhook {
@@ -87,6 +89,7 @@ impl Webhook {
             client,
             dir,
             log,
+            ca_pem: tls.ca_pem.clone(),
         };
         webhook.wait_ready().await;
         webhook
@@ -169,6 +172,19 @@ impl Webhook {
     /// A client trusting this webhook's CA, for load generation.
     pub fn client(&self) -> reqwest::Client {
         self.client.clone()
+    }
+
+    /// Process id of the webhook (None once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit by itself (after a signal); None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     pub fn dir(&self) -> &std::path::Path {
