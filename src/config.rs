@@ -225,7 +225,7 @@ pub struct CertsArgs {
     #[arg(
         long,
         env = "SECRET_INJECTOR_CERTS_OUT_DIR",
-        default_value = "certs/generated"
+        default_value = "certs/self-signed/generated"
     )]
     pub out_dir: PathBuf,
     /// Namespace of the webhook Service.

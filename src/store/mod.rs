@@ -35,7 +35,7 @@ pub enum StoreError {
     },
     #[error(
         "{reference} cannot be read: the secret-injector.io CRDs are not installed in this cluster \
-         (kubectl apply -f deploy/crds/)"
+         (kubectl apply -f deploy/base/crds/)"
     )]
     CrdMissing { reference: StoreRef },
     #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
