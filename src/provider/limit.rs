@@ -13,7 +13,9 @@
 //! A store is its object: `SecretStore` by namespace and name, `ClusterSecretStore` by name.
 //! The semaphores live in a bounded map (capacity, idle expiry): a store unused for
 //! [`IDLE`] gets a fresh semaphore next time, which is equivalent since none of its permits
-//! can still be held (every backend request has a timeout of a few seconds).
+//! can still be held (every backend request has a timeout of a few seconds). Only past
+//! [`MAX_STORES`] stores in use at once could a busy store's semaphore be evicted and a second
+//! one made for it.
 
 use std::sync::Arc;
 use std::time::Duration;
