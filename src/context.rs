@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use moka::future::Cache;
 
+use crate::events::{EventsConfig, Publisher};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub struct ContextConfig {
     pub fetch_coalesce_window: Duration,
     /// Which backend servers stores may name (checked before any TokenRequest or connection).
     pub endpoints: EndpointPolicy,
+    /// Admission Events (on/off, reporting instance, aggregation limits).
+    pub events: EventsConfig,
 }
 
 impl Default for ContextConfig {
@@ -40,6 +43,7 @@ impl Default for ContextConfig {
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
             endpoints: EndpointPolicy::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Context {
     stores: Cache<StoreKey, ResolvedStore>,
     /// Managed Secrets as the watch sees them, so a warm admission needs no Secret GET.
     managed: ManagedIndex,
+    /// Events, queued off the admission path.
+    events: Publisher,
 }
 
 impl Context {
@@ -96,6 +102,7 @@ impl Context {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             managed: ManagedIndex::watch(client.clone()),
+            events: Publisher::spawn(client.clone(), metrics.clone(), config.events.clone()),
             client,
             config,
             metrics,
@@ -121,6 +128,11 @@ impl Context {
 
     pub fn managed_index(&self) -> &ManagedIndex {
         &self.managed
+    }
+
+    /// Where admission and the detector report Events (never blocks).
+    pub fn events(&self) -> &Publisher {
+        &self.events
     }
 
     /// A store's backend, chosen by the provider registry.

@@ -7,6 +7,7 @@ pub mod app;
 pub mod certs;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod identity;
 pub mod k8s;
 pub mod leader;
