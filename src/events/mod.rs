@@ -222,7 +222,7 @@ mod tests {
         .unwrap();
         let r = PodRef::of("ns", &pod);
         assert_eq!(r.name, "web-");
-        assert_eq!(r.controller.unwrap().name, "web-1");
+        assert_eq!(r.controller.as_ref().unwrap().name, "web-1");
         assert!(r.reference().uid.is_none());
     }
 }
