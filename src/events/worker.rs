@@ -143,7 +143,7 @@ impl Worker {
                 ..Default::default()
             },
             event_time: Some(MicroTime(o.first_observed)),
-            series: (o.count > 1).then(|| EventSeries {
+            series: (o.count > 1).then_some(EventSeries {
                 count: o.count as i32,
                 last_observed_time: MicroTime(o.last_observed),
             }),
