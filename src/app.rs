@@ -78,7 +78,7 @@ fn endpoints(args: &ServeArgs) -> EndpointPolicy {
 fn events_config(args: &ServeArgs) -> events::EventsConfig {
     let defaults = events::EventsConfig::default();
     events::EventsConfig {
-        enabled: args.admission_events,
+        admission: args.admission_events,
         instance: args
             .pod_name
             .clone()

@@ -237,6 +237,13 @@ async fn the_detector_reports_missed_and_not_opted_in_workloads_once() {
     opted_out["secret-injector.io/inject"] = json!("false");
     workload("payments", "quiet", opted_out);
     workload("legacy", "plain", json!({"team": "billing"}));
+    // Opted out on the Deployment's own metadata, references on the template: not a miss.
+    workload("payments", "muted", ours.clone());
+    let mut muted = standin
+        .object("deployments", Some("payments"), "muted")
+        .unwrap();
+    muted["metadata"]["annotations"] = json!({"secret-injector.io/inject": "false"});
+    standin.seed(muted);
 
     let webhook = start_webhook(
         &standin,
@@ -297,7 +304,7 @@ async fn the_detector_reports_missed_and_not_opted_in_workloads_once() {
     assert_eq!(events(&standin, "NamespaceNotOptedIn").len(), 1);
     for e in standin.objects("events.events.k8s.io") {
         assert!(e.get("series").is_none(), "reported more than once: {e}");
-        for name in ["fine", "quiet", "plain"] {
+        for name in ["fine", "quiet", "plain", "muted"] {
             assert_ne!(e["regarding"]["name"], name, "{e}");
         }
     }

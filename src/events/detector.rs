@@ -23,18 +23,19 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use moka::future::Cache;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{PodRef, Publisher, Report, Severity, Subject, REASON_MISSED, REASON_NOT_OPTED_IN};
 use crate::metrics::Metrics;
-use crate::spec::{self, ANN_STATUS};
+use crate::spec::{self, ANN_INJECT, ANN_STATUS};
 
 /// The opt-in label (the MutatingWebhookConfiguration's namespaceSelector).
 pub const OPT_IN_LABEL: &str = "secret-injector.io/inject";
@@ -67,7 +68,13 @@ pub async fn run(
         return;
     }
     crate::leader::run_while_leading("missed-injection detector", leading, shutdown, || {
-        Detector::new(publisher.clone(), metrics.clone(), config.clone()).run(client.clone())
+        Detector::new(
+            client.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            config.clone(),
+        )
+        .run()
     })
     .await;
 }
@@ -76,9 +83,20 @@ pub async fn run(
 struct Candidate {
     pod: PodRef,
     revision: Option<String>,
+    /// The pod sets `secret-injector.io/inject` itself (it then wins over its workload's).
+    sets_inject: bool,
+}
+
+/// What the owner chain says, once per controller.
+#[derive(Clone)]
+struct Resolved {
+    regarding: ObjectReference,
+    opted_out: bool,
 }
 
 struct Detector {
+    client: Client,
+    owners: Cache<String, Resolved>,
     publisher: Publisher,
     metrics: Metrics,
     config: DetectorConfig,
@@ -91,8 +109,13 @@ struct Detector {
 }
 
 impl Detector {
-    fn new(publisher: Publisher, metrics: Metrics, config: DetectorConfig) -> Self {
+    fn new(client: Client, publisher: Publisher, metrics: Metrics, config: DetectorConfig) -> Self {
         Self {
+            client,
+            owners: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             publisher,
             metrics,
             config,
@@ -104,7 +127,8 @@ impl Detector {
         }
     }
 
-    async fn run(mut self, client: Client) {
+    async fn run(mut self) {
+        let client = self.client.clone();
         let namespaces = watch_meta(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
@@ -121,7 +145,7 @@ impl Detector {
             tokio::select! {
                 Some(e) = namespaces.next() => self.on_namespace(e),
                 Some(e) = pods.next() => self.on_pod(e),
-                _ = tick.tick() => self.judge(),
+                _ = tick.tick() => self.judge().await,
             }
         }
     }
@@ -183,6 +207,11 @@ impl Detector {
             metadata: meta,
             ..Default::default()
         };
+        let sets_inject = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANN_INJECT));
         let revision = REVISION_LABELS.iter().find_map(|l| {
             pod.metadata
                 .labels
@@ -194,14 +223,15 @@ impl Detector {
             Candidate {
                 pod: PodRef::of(&namespace, &pod),
                 revision,
+                sets_inject,
             },
         );
     }
 
     /// Report every waiting pod whose workload revision was not reported yet.
-    fn judge(&mut self) {
+    async fn judge(&mut self) {
         // Without a complete namespace list nothing can be judged.
-        let Some(opted_in) = &self.opted_in else {
+        let Some(opted_in) = self.opted_in.clone() else {
             return;
         };
         let pending = std::mem::take(&mut self.pending);
@@ -218,9 +248,15 @@ impl Detector {
                 (Some(r), None) => format!("{}/{}", c.pod.namespace, r.uid),
                 (None, _) => format!("{}/{uid}", c.pod.namespace),
             };
-            if !self.reported.insert((reason, key.clone())) {
+            if self.reported.contains(&(reason, key.clone())) {
                 continue;
             }
+            // `inject: "false"` on the workload's own metadata opts its pods out too.
+            let resolved = self.resolve(&c.pod).await;
+            if resolved.as_ref().is_some_and(|r| r.opted_out) && !c.sets_inject {
+                continue;
+            }
+            self.reported.insert((reason, key.clone()));
             self.reported_order.push_back((reason, key));
             if self.reported_order.len() > MAX_REPORTED {
                 if let Some(old) = self.reported_order.pop_front() {
@@ -241,7 +277,10 @@ impl Detector {
             };
             warn!(namespace = %c.pod.namespace, pod = %c.pod.name, reason, "missed injection");
             reports.push(Report {
-                subject: Subject::Pod(c.pod),
+                subject: match resolved {
+                    Some(r) => Subject::Reference(r.regarding),
+                    None => Subject::Pod(c.pod),
+                },
                 severity: Severity::Warning,
                 reason,
                 action: "Detect",
@@ -251,6 +290,35 @@ impl Detector {
         for r in reports {
             self.publisher.publish(r);
         }
+    }
+}
+
+impl Detector {
+    /// The top of a pod's owner chain and whether the chain opts out, cached per controller;
+    /// None for a bare pod or when the chain cannot be read (the worker then falls back).
+    async fn resolve(&self, pod: &PodRef) -> Option<Resolved> {
+        let controller = pod.controller.as_ref()?;
+        let key = format!("{}/{}", pod.namespace, controller.uid);
+        if let Some(r) = self.owners.get(&key).await {
+            return Some(r);
+        }
+        let meta_only = Pod {
+            metadata: ObjectMeta {
+                name: Some(pod.name.clone()),
+                owner_references: Some(vec![controller.clone()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let workload = crate::workload::resolve(&self.client, &pod.namespace, &meta_only)
+            .await
+            .ok()?;
+        let r = Resolved {
+            regarding: super::worker::reference(&workload.owner),
+            opted_out: workload.annotations.get(ANN_INJECT).map(|v| v.trim()) == Some("false"),
+        };
+        self.owners.insert(key, r.clone()).await;
+        Some(r)
     }
 }
 

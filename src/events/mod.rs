@@ -42,8 +42,8 @@ pub const NOTE_LIMIT: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub struct EventsConfig {
-    /// Publish admission Events at all (`--admission-events`).
-    pub enabled: bool,
+    /// Publish admission Events (`--admission-events`); the detector's are published anyway.
+    pub admission: bool,
     /// This replica's name (`reportingInstance`).
     pub instance: String,
     /// Occurrences waiting for the worker; beyond this they are dropped.
@@ -54,7 +54,7 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            admission: true,
             instance: REPORTING_CONTROLLER.into(),
             queue: 1024,
             limits: Limits::default(),
@@ -131,25 +131,30 @@ pub struct Report {
 #[derive(Clone)]
 pub struct Publisher {
     tx: Option<mpsc::Sender<Report>>,
+    admission: bool,
     metrics: Metrics,
 }
 
 impl Publisher {
-    /// Start the worker (needs a Tokio runtime); a disabled config publishes nothing.
+    /// Start the worker (needs a Tokio runtime).
     pub fn spawn(client: Client, metrics: Metrics, config: EventsConfig) -> Publisher {
-        if !config.enabled {
-            return Publisher::disabled(metrics);
-        }
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let admission = config.admission;
         tokio::spawn(worker::run(client, metrics.clone(), config, rx));
         Publisher {
             tx: Some(tx),
+            admission,
             metrics,
         }
     }
 
+    /// Publishes nothing.
     pub fn disabled(metrics: Metrics) -> Publisher {
-        Publisher { tx: None, metrics }
+        Publisher {
+            tx: None,
+            admission: false,
+            metrics,
+        }
     }
 
     /// Queue an occurrence; never waits. A full queue drops it (counted).
@@ -162,6 +167,9 @@ impl Publisher {
 
     /// `Injected` on the pod's workload (a bare pod: the pod, by name or generateName).
     pub fn injected(&self, namespace: &str, pod: &Pod, owner: &Owner, secrets: &[String]) {
+        if !self.admission {
+            return;
+        }
         let subject = match owner.kind.known() {
             Some(WorkloadKind::Pod) => Subject::Pod(PodRef::of(namespace, pod)),
             _ => Subject::Reference(worker::reference(owner)),
@@ -177,6 +185,9 @@ impl Publisher {
 
     /// `InjectionDenied` with the denial message, on the pod's workload.
     pub fn denied(&self, namespace: &str, pod: &Pod, message: &str) {
+        if !self.admission {
+            return;
+        }
         self.publish(Report {
             subject: Subject::Pod(PodRef::of(namespace, pod)),
             severity: Severity::Warning,
