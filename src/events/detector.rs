@@ -352,3 +352,31 @@ where
         })
         .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(annotations: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value(serde_json::json!({"name": "p", "annotations": annotations}))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_pods_that_ask_for_injection_and_lack_the_status_are_candidates() {
+        let ours =
+            serde_json::json!({"secret-injector.io/store": "s", "secret-injector.io/env.A": "k#p"});
+        assert!(missed(&meta(ours.clone())));
+        let mut injected = ours.clone();
+        injected["secret-injector.io/status"] = "injected".into();
+        assert!(!missed(&meta(injected)));
+        let mut opted_out = ours;
+        opted_out["secret-injector.io/inject"] = "false".into();
+        assert!(!missed(&meta(opted_out)));
+        // Only our output keys, or nothing of ours: asks for nothing.
+        assert!(!missed(&meta(
+            serde_json::json!({"secret-injector.io/secrets": "x", "team": "a"})
+        )));
+        assert!(!missed(&ObjectMeta::default()));
+    }
+}

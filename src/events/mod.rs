@@ -225,6 +225,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_and_never_waits() {
+        let metrics = Metrics::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let publisher = Publisher {
+            tx: Some(tx),
+            admission: true,
+            metrics: metrics.clone(),
+        };
+        let pod = Pod::default();
+        for _ in 0..3 {
+            publisher.denied("ns", &pod, "denied");
+        }
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"secret_injector_events_dropped_total{cause="queue_full"} 2"#),
+            "{}",
+            metrics.encode()
+        );
+        // Admission Events off: nothing is queued at all.
+        let off = Publisher {
+            admission: false,
+            ..publisher
+        };
+        off.denied("ns", &pod, "denied");
+        assert!(metrics
+            .encode()
+            .contains(r#"secret_injector_events_dropped_total{cause="queue_full"} 2"#));
+    }
+
+    #[test]
     fn a_pod_without_a_name_is_referenced_by_generate_name() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"generateName": "web-", "ownerReferences": [

@@ -226,3 +226,26 @@ pub(super) fn reference(owner: &Owner) -> ObjectReference {
         ..owner.object_reference()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_dns_subdomains_even_for_generate_name_prefixes() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let of = |name: &str| {
+            event_name(
+                &ObjectReference {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                now,
+            )
+        };
+        assert_eq!(of("web-"), format!("web.{:x}", now.as_nanosecond()));
+        assert!(of("payments-api").starts_with("payments-api."));
+        assert!(of("-").starts_with("secret-injector."));
+        assert!(of(&"a".repeat(300)).len() < 253);
+    }
+}
