@@ -97,6 +97,18 @@ pub struct ServeArgs {
     /// older than this (pods still being created keep theirs).
     #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
     pub orphan_grace_period: Duration,
+    /// Publish `Injected`/`InjectionDenied` Events on the pod's workload for each admission
+    /// (aggregated, off the admission path; never on dry-run).
+    #[arg(long, env = "SECRET_INJECTOR_ADMISSION_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admission_events: bool,
+    /// Repeats of one Event (same object, reason and message) raise its count at most this
+    /// often; the first occurrence is written at once.
+    #[arg(long, env = "SECRET_INJECTOR_EVENT_AGGREGATION_INTERVAL", default_value = "1m", value_parser = parse_positive)]
+    pub event_aggregation_interval: Duration,
+    /// How often the leader's missed-injection detector judges the pods it has seen; 0 turns
+    /// the detector off.
+    #[arg(long, env = "SECRET_INJECTOR_MISSED_INJECTION_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    pub missed_injection_check_interval: Duration,
     /// PEM CA bundle: when set, the HTTPS listener requires a client certificate signed by it
     /// (the API server's, configured with an AdmissionConfiguration webhook kubeconfig) and
     /// refuses other callers during the TLS handshake. Re-read with the serving certificate.

@@ -12,6 +12,7 @@ use kube::Client;
 use moka::future::Cache;
 
 use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
+use crate::events::{EventsConfig, Publisher};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct ContextConfig {
     pub reads_per_store: usize,
     /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
     pub cold_admissions: ColdAdmissionLimit,
+    /// Admission Events (on/off, reporting instance, aggregation limits).
+    pub events: EventsConfig,
 }
 
 impl Default for ContextConfig {
@@ -47,6 +50,7 @@ impl Default for ContextConfig {
             endpoints: EndpointPolicy::default(),
             reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
             cold_admissions: ColdAdmissionLimit::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Context {
     managed: ManagedIndex,
     /// Token buckets of cold admissions, per namespace.
     cold: ColdAdmissions,
+    /// Events, queued off the admission path.
+    events: Publisher,
 }
 
 impl Context {
@@ -106,6 +112,7 @@ impl Context {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             managed: ManagedIndex::watch(client.clone()),
+            events: Publisher::spawn(client.clone(), metrics.clone(), config.events.clone()),
             client,
             config,
             metrics,
@@ -136,6 +143,11 @@ impl Context {
     /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
     pub async fn admit_cold(&self, namespace: &str) -> Result<(), NamespaceBusy> {
         self.cold.admit(namespace).await
+    }
+
+    /// Where admission and the detector report Events (never blocks).
+    pub fn events(&self) -> &Publisher {
+        &self.events
     }
 
     /// A store's backend, chosen by the provider registry.

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod identity;
 pub mod k8s;
 pub mod leader;

@@ -42,6 +42,22 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventWriteLabels {
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: &'static str,
+}
+
 struct Inner {
     registry: Registry,
     refreshes: Family<ResultLabels, Counter>,
@@ -56,6 +72,9 @@ struct Inner {
     store_read_waits: Counter,
     cold_admissions_limited: Counter,
     tracked_workloads: prometheus_client::metrics::gauge::Gauge,
+    event_writes: Family<EventWriteLabels, Counter>,
+    events_dropped: Family<CauseLabels, Counter>,
+    missed_injections: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone)]
@@ -147,7 +166,28 @@ impl Metrics {
             "Workloads whose force-sync annotation the refresher remembers: only owners of managed Secrets (on the leader)",
             tracked_workloads.clone(),
         );
+        let event_writes = Family::<EventWriteLabels, Counter>::default();
+        registry.register(
+            "event_writes",
+            "Writes of Kubernetes Events (admission outcomes, missed injections), by operation (create, patch) and result (ok, error)",
+            event_writes.clone(),
+        );
+        let events_dropped = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Event occurrences not recorded, by cause (queue_full, aggregator_full)",
+            events_dropped.clone(),
+        );
+        let missed_injections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "missed_injections",
+            "Workloads (per pod-template revision) and bare pods found without injection, by reason (InjectionMissed, NamespaceNotOptedIn)",
+            missed_injections.clone(),
+        );
         Self(Arc::new(Inner {
+            event_writes,
+            events_dropped,
+            missed_injections,
             registry,
             store_read_waits,
             cold_admissions_limited,
@@ -231,6 +271,27 @@ impl Metrics {
 
     pub fn tracked_workloads(&self, count: usize) {
         self.0.tracked_workloads.set(count as i64);
+    }
+
+    pub fn event_write(&self, operation: &'static str, result: &'static str) {
+        self.0
+            .event_writes
+            .get_or_create(&EventWriteLabels { operation, result })
+            .inc();
+    }
+
+    pub fn event_dropped(&self, cause: &'static str) {
+        self.0
+            .events_dropped
+            .get_or_create(&CauseLabels { cause })
+            .inc();
+    }
+
+    pub fn missed_injection(&self, reason: &'static str) {
+        self.0
+            .missed_injections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Prometheus text exposition format.

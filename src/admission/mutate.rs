@@ -12,6 +12,7 @@ use kube::Api;
 use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
+use crate::k8s::Owner;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
 use crate::patch::PodPatch;
 use crate::pipeline;
@@ -46,6 +47,8 @@ pub struct Mutation {
     pub patch: PodPatch,
     /// Managed Secrets named in the patch (for logs).
     pub secrets: Vec<String>,
+    /// The workload the pod belongs to (the Event's object).
+    pub owner: Owner,
 }
 
 pub async fn mutate(
@@ -139,7 +142,11 @@ async fn run(
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
-        return Ok(Some(Mutation { patch, secrets }));
+        return Ok(Some(Mutation {
+            patch,
+            secrets,
+            owner: workload.owner,
+        }));
     }
 
     set_stage(Stage::Fetch);
@@ -206,7 +213,11 @@ async fn run(
         )
         .await?;
     }
-    Ok(Some(Mutation { patch, secrets }))
+    Ok(Some(Mutation {
+        patch,
+        secrets,
+        owner: workload.owner,
+    }))
 }
 
 /// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and
