@@ -1,7 +1,7 @@
 //! The composition root: builds the [`Context`] from the command line and runs everything —
 //! the HTTPS and admin servers, the certificate reloader, leader election, the store status
 //! loop and the refresher — until SIGTERM/SIGINT. Ready once the Kubernetes API answers and
-//! the managed-Secret index has synced.
+//! every watch of the index has synced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +98,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
+            own_namespace: args.leader_election_namespace.clone(),
             ..ContextConfig::default()
         },
         metrics.clone(),
@@ -207,7 +208,8 @@ async fn join<E: std::fmt::Display>(
 }
 
 /// Ready once the API server answers (until then every admission would fail anyway) and the
-/// managed-Secret index has synced (until then warm admissions would miss it).
+/// whole index (managed Secrets, opted-in namespaces, stores, owners) has synced: until then
+/// admissions could not verify a review's namespace and owners.
 async fn become_ready(
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
@@ -226,9 +228,10 @@ async fn become_ready(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     tokio::select! {
-        _ = ctx.managed_index().wait_until_synced() => {}
+        _ = ctx.index().wait_until_synced() => {}
         _ = shutdown.changed() => return,
     }
     ready.store(true, Ordering::Relaxed);
-    info!("Kubernetes API reachable and managed Secrets indexed; ready");
+    let sizes = ctx.index().sizes();
+    info!(?sizes, managed = ctx.managed_index().len(), "Kubernetes API reachable and the index synced; ready");
 }

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod config;
 pub mod context;
 pub mod identity;
+pub mod index;
 pub mod k8s;
 pub mod leader;
 pub mod managed;

@@ -53,6 +53,7 @@ struct Inner {
     backend_calls: Family<BackendLabels, Counter>,
     secret_writes: Family<WriteLabels, Counter>,
     deadline_exceeded: Counter,
+    owner_waits: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone)]
@@ -126,7 +127,14 @@ impl Metrics {
             "Managed Secrets tracked by the refresher (on the leader)",
             managed_secrets.clone(),
         );
+        let owner_waits = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "owner_index_waits",
+            "Admissions whose owner was not in the watch-fed index yet and waited for it, by result (found, denied)",
+            owner_waits.clone(),
+        );
         Self(Arc::new(Inner {
+            owner_waits,
             registry,
             refreshes,
             rollouts,
@@ -195,6 +203,14 @@ impl Metrics {
 
     pub fn deadline_exceeded(&self) {
         self.0.deadline_exceeded.inc();
+    }
+
+    /// An admission waited for its owner to reach the index: `found` or `denied`.
+    pub fn owner_wait(&self, result: &'static str) {
+        self.0
+            .owner_waits
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Prometheus text exposition format.

@@ -1,0 +1,144 @@
+//! SecretStores and ClusterSecretStores, watched and validated once per resourceVersion (the
+//! same `validate_provider` the validating webhook runs), so resolving a store on the hot path
+//! is a map lookup. No selector: any store may be referenced by name, and stores are few
+//! admin-written objects.
+
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use super::watched::Watched;
+use crate::provider::{FieldError, ProviderConfig, ResolvedStore};
+use crate::spec::{StoreKind, StoreRef};
+use crate::store::{
+    validate_provider, ClusterSecretStore, ClusterStoreCondition, EndpointPolicy, ProviderSpec,
+    SecretStore, StoreError,
+};
+
+/// One store as indexed: its uid and the validation result of the resourceVersion seen.
+#[derive(Debug)]
+pub struct StoreRecord {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub validated: Result<ProviderConfig, Vec<FieldError>>,
+    /// ClusterSecretStore only.
+    pub conditions: Vec<ClusterStoreCondition>,
+}
+
+fn record(
+    provider: &ProviderSpec,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    conditions: Vec<ClusterStoreCondition>,
+    endpoints: &EndpointPolicy,
+) -> StoreRecord {
+    StoreRecord {
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        validated: validate_provider(provider, endpoints).map(|v| v.config),
+        conditions,
+    }
+}
+
+pub struct Stores {
+    namespaced: Watched<StoreRecord>,
+    cluster: Watched<StoreRecord>,
+}
+
+impl Stores {
+    pub fn watch(client: &Client, endpoints: &EndpointPolicy) -> Self {
+        let ep = endpoints.clone();
+        let namespaced = Watched::spawn(
+            Api::<SecretStore>::all(client.clone()),
+            watcher::Config::default(),
+            "SecretStore",
+            true,
+            move |s: &SecretStore| Some(record(&s.spec.provider, &s.metadata, Vec::new(), &ep)),
+        );
+        let ep = endpoints.clone();
+        let cluster = Watched::spawn(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+            "ClusterSecretStore",
+            true,
+            move |s: &ClusterSecretStore| {
+                Some(record(
+                    &s.spec.provider,
+                    &s.metadata,
+                    s.spec.conditions.clone(),
+                    &ep,
+                ))
+            },
+        );
+        Self { namespaced, cluster }
+    }
+
+    pub async fn wait_until_synced(&self) {
+        self.namespaced.wait_until_synced().await;
+        self.cluster.wait_until_synced().await;
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.namespaced.is_synced() && self.cluster.is_synced()
+    }
+
+    pub fn len(&self) -> usize {
+        self.namespaced.len() + self.cluster.len()
+    }
+
+    /// A store as `namespace` may use it, from memory. `namespace_labels`: the labels of the
+    /// (opted-in) namespace, for ClusterSecretStore `namespaceSelector` conditions.
+    pub fn resolve(
+        &self,
+        namespace: &str,
+        namespace_labels: &BTreeMap<String, String>,
+        reference: &StoreRef,
+    ) -> Result<ResolvedStore, StoreError> {
+        let found = match reference.kind {
+            StoreKind::SecretStore => self.namespaced.get(namespace, &reference.name),
+            StoreKind::ClusterSecretStore => self.cluster.get("", &reference.name),
+        };
+        let Some(store) = found else {
+            return Err(StoreError::NotFound {
+                reference: reference.clone(),
+                namespace: namespace.to_string(),
+            });
+        };
+        if reference.kind == StoreKind::ClusterSecretStore
+            && !namespace_allowed(namespace, namespace_labels, &store.conditions)
+        {
+            return Err(StoreError::NotAllowed {
+                reference: reference.clone(),
+                namespace: namespace.to_string(),
+            });
+        }
+        match &store.validated {
+            Ok(config) => Ok(ResolvedStore {
+                reference: reference.clone(),
+                uid: store.uid.clone(),
+                config: config.clone(),
+            }),
+            Err(errors) => Err(StoreError::Invalid {
+                reference: reference.clone(),
+                errors: errors.clone(),
+            }),
+        }
+    }
+}
+
+/// ESO semantics: no conditions ⇒ every namespace; otherwise any matching condition admits.
+fn namespace_allowed(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    conditions: &[ClusterStoreCondition],
+) -> bool {
+    conditions.is_empty()
+        || conditions.iter().any(|c| {
+            c.namespaces.iter().any(|n| n == namespace)
+                || c.namespace_selector.clone().is_some_and(|s| {
+                    // An unparsable selector admits nobody.
+                    Selector::try_from(s).is_ok_and(|selector| selector.matches(labels))
+                })
+        })
+}
