@@ -139,6 +139,7 @@ impl Owners {
         self.kinds.iter().all(|(_, w)| w.is_synced())
     }
 
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.kinds.iter().map(|(_, w)| w.len()).sum()
     }

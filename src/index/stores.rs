@@ -83,6 +83,7 @@ impl Stores {
         self.namespaced.is_synced() && self.cluster.is_synced()
     }
 
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.namespaced.len() + self.cluster.len()
     }
@@ -95,11 +96,20 @@ impl Stores {
         namespace_labels: &BTreeMap<String, String>,
         reference: &StoreRef,
     ) -> Result<ResolvedStore, StoreError> {
-        let found = match reference.kind {
-            StoreKind::SecretStore => self.namespaced.get(namespace, &reference.name),
-            StoreKind::ClusterSecretStore => self.cluster.get("", &reference.name),
+        let watched = match reference.kind {
+            StoreKind::SecretStore => &self.namespaced,
+            StoreKind::ClusterSecretStore => &self.cluster,
         };
-        let Some(store) = found else {
+        let scope = match reference.kind {
+            StoreKind::SecretStore => namespace,
+            StoreKind::ClusterSecretStore => "",
+        };
+        let Some(store) = watched.get(scope, &reference.name) else {
+            if watched.is_missing() {
+                return Err(StoreError::CrdMissing {
+                    reference: reference.clone(),
+                });
+            }
             return Err(StoreError::NotFound {
                 reference: reference.clone(),
                 namespace: namespace.to_string(),

@@ -147,6 +147,13 @@ impl<V: Send + Sync + 'static> Watched<V> {
         self.len() == 0
     }
 
+    /// The resource is not served (e.g. the CRDs are not installed).
+    pub fn is_missing(&self) -> bool {
+        self.inner
+            .missing
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_synced(&self) -> bool {
         *self.inner.synced.borrow()
     }
