@@ -233,5 +233,9 @@ async fn become_ready(
     }
     ready.store(true, Ordering::Relaxed);
     let sizes = ctx.index().sizes();
-    info!(?sizes, managed = ctx.managed_index().len(), "Kubernetes API reachable and the index synced; ready");
+    info!(
+        ?sizes,
+        managed = ctx.managed_index().len(),
+        "Kubernetes API reachable and the index synced; ready"
+    );
 }

@@ -33,7 +33,7 @@ pub struct ContextConfig {
     pub endpoints: EndpointPolicy,
     /// The webhook's own namespace: never injected.
     pub own_namespace: String,
-    /// How long an admission waits for an owner the index has not seen yet (a new
+    /// How long an admission waits for an owner or store the index has not seen yet (a new
     /// ReplicaSet's first pod can arrive before its watch event); within `deadline`.
     pub owner_wait: Duration,
 }

@@ -89,7 +89,12 @@ async fn fixtures_that_need_no_injection_are_allowed_without_api_calls() {
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(body["kind"], "AdmissionReview");
     }
-    assert_eq!(requests_beyond_watches(&standin), 0, "{:?}", standin.counts());
+    assert_eq!(
+        requests_beyond_watches(&standin),
+        0,
+        "{:?}",
+        standin.counts()
+    );
 }
 
 /// Requests other than the index's lists and watches.

@@ -68,8 +68,10 @@ async fn forged_reviews_for_namespaces_that_did_not_opt_in_cause_nothing() {
     let standin = StandIn::start().await;
     let (server, accepted) = counting_listener().await;
     // A ClusterSecretStore without conditions: every namespace may name it.
-    standin.seed(json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore",
-        "metadata": {"name": "open"}, "spec": {"provider": vault_provider(&server)}}));
+    standin.seed(
+        json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore",
+        "metadata": {"name": "open"}, "spec": {"provider": vault_provider(&server)}}),
+    );
     standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "vault-reviewer", "namespace": "kube-system"}}));
     standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "scratch"}}));
     standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "scratch"}}));
@@ -77,13 +79,41 @@ async fn forged_reviews_for_namespaces_that_did_not_opt_in_cause_nothing() {
         "metadata": {"name": "local", "namespace": "scratch"}, "spec": {"provider": vault_provider(&server)}}));
     // kube-system labelled as if opted in: system namespaces are excluded whatever they say.
     standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system", "labels": {"secret-injector.io/inject": "enabled"}}}));
+    // Another replica leads, so this one runs no store status probes: every connection the
+    // listener sees would come from admission.
+    standin.seed(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "secret-injector-leader", "namespace": "secret-injector"},
+        "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 3600,
+            "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()}}),
+    );
     let webhook = start_webhook(&standin, &[]).await;
 
     let cases = [
-        ("kube-system", "vault-reviewer", "ClusterSecretStore/open", "is never injected"),
-        ("secret-injector", "secret-injector", "ClusterSecretStore/open", "is never injected"),
-        ("scratch", "default", "local", "is not labelled secret-injector.io/inject=enabled"),
-        ("scratch", "default", "ClusterSecretStore/open", "is not labelled"),
+        (
+            "kube-system",
+            "vault-reviewer",
+            "ClusterSecretStore/open",
+            "is never injected",
+        ),
+        (
+            "secret-injector",
+            "secret-injector",
+            "ClusterSecretStore/open",
+            "is never injected",
+        ),
+        (
+            "scratch",
+            "default",
+            "local",
+            "is not labelled secret-injector.io/inject=enabled",
+        ),
+        (
+            "scratch",
+            "default",
+            "ClusterSecretStore/open",
+            "is not labelled",
+        ),
     ];
     for (i, (namespace, sa, store, expected)) in cases.into_iter().enumerate() {
         let review = forged_review(&format!("forged-{i}"), namespace, sa, store);
@@ -115,7 +145,12 @@ fn db_annotations(interval: &str) -> Value {
 async fn admit(rig: &Rig, webhook: &Webhook, uid: &str, annotations: Value) -> Value {
     let rs_uid = rig.replicaset_uid(REPLICASET);
     let (_, response) = webhook
-        .mutate(&pod_review(uid, Some((REPLICASET, &rs_uid)), SA, annotations))
+        .mutate(&pod_review(
+            uid,
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            annotations,
+        ))
         .await;
     response
 }
@@ -198,8 +233,16 @@ async fn a_warm_admission_makes_no_api_request_after_every_former_ttl() {
     assert!(response.get("patch").is_some(), "{response}");
     // Let anything the admission might have started in the background land.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(api_requests(&rig.standin), vec![], "{:?}", rig.standin.counts());
-    assert!(rig.standin.token_requests().len() <= 1, "only the cold admission's");
+    assert_eq!(
+        api_requests(&rig.standin),
+        vec![],
+        "{:?}",
+        rig.standin.counts()
+    );
+    assert!(
+        rig.standin.token_requests().len() <= 1,
+        "only the cold admission's"
+    );
 }
 
 #[tokio::test]
@@ -269,15 +312,22 @@ async fn a_generate_name_bare_pod_is_refreshed_on_rotation_and_cleaned_up() {
     apply_patch(&mut review, &response);
     let mut pod = review["request"]["object"].clone();
     pod["metadata"]["name"] = json!("batch-x7k2p");
-    pod["metadata"].as_object_mut().unwrap().remove("generateName");
+    pod["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("generateName");
     let pod = rig.standin.seed(pod);
     let pod_uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
 
-    wait_for("the pod to adopt its Secret", Duration::from_secs(10), || {
-        let s = secret(&rig, "batch-creds");
-        s["metadata"]["ownerReferences"][0]["uid"] == pod_uid.as_str()
-            && s["metadata"]["annotations"]["secret-injector.io/owner"] == "Pod/batch-x7k2p"
-    })
+    wait_for(
+        "the pod to adopt its Secret",
+        Duration::from_secs(10),
+        || {
+            let s = secret(&rig, "batch-creds");
+            s["metadata"]["ownerReferences"][0]["uid"] == pod_uid.as_str()
+                && s["metadata"]["annotations"]["secret-injector.io/owner"] == "Pod/batch-x7k2p"
+        },
+    )
     .await;
 
     rig.bao
@@ -294,8 +344,34 @@ async fn a_generate_name_bare_pod_is_refreshed_on_rotation_and_cleaned_up() {
     .await;
 
     rig.standin.remove("pods", Some(NS), "batch-x7k2p");
-    wait_for("the orphan to be collected", Duration::from_secs(10), || {
-        rig.standin.object("secrets", Some(NS), "batch-creds").is_none()
-    })
-    .await;
+    for _ in 0..100 {
+        if rig
+            .standin
+            .object("secrets", Some(NS), "batch-creds")
+            .is_none()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs: Vec<_> = webhook
+        .logs()
+        .lines()
+        .filter(|l| {
+            !l.contains("\"TRACE\"")
+                && !l.contains("leases")
+                && (l.contains("batch") || !l.contains("\"DEBUG\""))
+        })
+        .map(String::from)
+        .collect();
+    let metrics = webhook.metrics().await;
+    let refreshes: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.contains("refreshes_total"))
+        .collect();
+    panic!(
+        "the orphan was not collected within 10s; {refreshes:?} {:?}\n{}",
+        rig.standin.counts(),
+        logs[logs.len().saturating_sub(30)..].join("\n")
+    );
 }

@@ -128,9 +128,13 @@ async fn run(
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
+    let give_up = tokio::time::Instant::now() + ctx.config().owner_wait;
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
-            let resolved = ctx.resolve_store(namespace, &item.store)?;
+            let resolved = ctx
+                .index()
+                .resolve_store_waiting(namespace, &item.store, give_up)
+                .await?;
             stores.insert(item.store.clone(), resolved);
         }
     }

@@ -106,6 +106,26 @@ impl Index {
         self.stores.resolve(namespace, &labels, reference)
     }
 
+    /// As [`Index::resolve_store`], but a store that is not there yet is waited for until
+    /// `give_up` (a store created just before the pod may not have reached the watch).
+    pub async fn resolve_store_waiting(
+        &self,
+        namespace: &str,
+        reference: &StoreRef,
+        give_up: tokio::time::Instant,
+    ) -> Result<ResolvedStore, StoreError> {
+        let mut changes = self.stores.changes(reference.kind);
+        loop {
+            match self.resolve_store(namespace, reference) {
+                Err(StoreError::NotFound { .. })
+                    if tokio::time::timeout_at(give_up, changes.changed())
+                        .await
+                        .is_ok_and(|r| r.is_ok()) => {}
+                result => return result,
+            }
+        }
+    }
+
     /// Object counts per watch (for logs and the memory figure).
     pub fn sizes(&self) -> [(&'static str, usize); 3] {
         [

@@ -71,12 +71,23 @@ impl Stores {
                 ))
             },
         );
-        Self { namespaced, cluster }
+        Self {
+            namespaced,
+            cluster,
+        }
     }
 
     pub async fn wait_until_synced(&self) {
         self.namespaced.wait_until_synced().await;
         self.cluster.wait_until_synced().await;
+    }
+
+    /// Changes of the map `kind` resolves from.
+    pub fn changes(&self, kind: StoreKind) -> tokio::sync::watch::Receiver<u64> {
+        match kind {
+            StoreKind::SecretStore => self.namespaced.changes(),
+            StoreKind::ClusterSecretStore => self.cluster.changes(),
+        }
     }
 
     pub fn is_synced(&self) -> bool {

@@ -79,8 +79,14 @@ impl<V: Send + Sync + 'static> Watched<V> {
                     Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
                         if tolerate_missing && s.code == 404 =>
                     {
-                        if !state.missing.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                            warn!(what, "resource not served (CRDs not installed?); treated as empty");
+                        if !state
+                            .missing
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            warn!(
+                                what,
+                                "resource not served (CRDs not installed?); treated as empty"
+                            );
                         }
                         state.synced.send_replace(true);
                         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -168,8 +168,14 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
                 PodState::Awaiting => return Ok(Refreshed::AwaitingPod),
                 PodState::Adopt(pod) => {
                     let version = &tracked.resource_version;
-                    return match managed::adopt(&api, &tracked.target(), version, &pod, ctx.metrics())
-                        .await?
+                    return match managed::adopt(
+                        &api,
+                        &tracked.target(),
+                        version,
+                        &pod,
+                        ctx.metrics(),
+                    )
+                    .await?
                     {
                         WriteOutcome::Updated(v) => Ok(Refreshed::Adopted(v)),
                         _ => Err(RefreshError::Superseded),

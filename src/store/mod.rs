@@ -7,10 +7,6 @@ pub mod status;
 pub mod types;
 mod validate;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::core::{Selector, SelectorExt};
-use kube::{Api, Client};
-
 /// The operator's endpoint allowlist is the providers' (they enforce it).
 pub use crate::provider::policy::{
     parse_list as parse_endpoint_list, EndpointPattern, EndpointPolicy, DEFAULT_AWS_ENDPOINTS,
@@ -21,7 +17,7 @@ pub use validate::{validate_conditions, validate_provider, validate_store, Verdi
 /// Provider types that store users name through this module.
 pub use crate::provider::{FieldError, ProviderConfig, ResolvedStore, Validated};
 
-use crate::spec::{StoreKind, StoreRef};
+use crate::spec::StoreRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,104 +58,4 @@ fn join(errors: &[FieldError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub async fn resolve(
-    client: &Client,
-    namespace: &str,
-    reference: &StoreRef,
-    endpoints: &EndpointPolicy,
-) -> Result<ResolvedStore, StoreError> {
-    let api_err = |source: kube::Error| match &source {
-        // A 404 without an object name is the API server not knowing the resource at all.
-        kube::Error::Api(status)
-            if status.code == 404
-                && status.details.as_ref().is_none_or(|d| d.name.is_empty())
-                && status
-                    .message
-                    .contains("could not find the requested resource") =>
-        {
-            StoreError::CrdMissing {
-                reference: reference.clone(),
-            }
-        }
-        kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
-            reference: reference.clone(),
-            namespace: namespace.to_string(),
-        },
-        _ => StoreError::Api {
-            reference: reference.clone(),
-            source: Box::new(source),
-        },
-    };
-    let (provider, uid) = match reference.kind {
-        StoreKind::SecretStore => {
-            let store = Api::<SecretStore>::namespaced(client.clone(), namespace)
-                .get(&reference.name)
-                .await
-                .map_err(api_err)?;
-            (store.spec.provider, store.metadata.uid)
-        }
-        StoreKind::ClusterSecretStore => {
-            let store = Api::<ClusterSecretStore>::all(client.clone())
-                .get(&reference.name)
-                .await
-                .map_err(api_err)?;
-            if !namespace_allowed(client, namespace, &store.spec.conditions)
-                .await
-                .map_err(|source| StoreError::Api {
-                    reference: reference.clone(),
-                    source: Box::new(source),
-                })?
-            {
-                return Err(StoreError::NotAllowed {
-                    reference: reference.clone(),
-                    namespace: namespace.to_string(),
-                });
-            }
-            (store.spec.provider, store.metadata.uid)
-        }
-    };
-    let validated =
-        validate_provider(&provider, endpoints).map_err(|errors| StoreError::Invalid {
-            reference: reference.clone(),
-            errors,
-        })?;
-    Ok(ResolvedStore {
-        reference: reference.clone(),
-        uid,
-        config: validated.config,
-    })
-}
-
-/// ESO semantics: no conditions ⇒ every namespace; otherwise any matching condition admits.
-/// The Namespace is read only when a condition has a selector.
-async fn namespace_allowed(
-    client: &Client,
-    namespace: &str,
-    conditions: &[ClusterStoreCondition],
-) -> Result<bool, kube::Error> {
-    if conditions.is_empty() {
-        return Ok(true);
-    }
-    if conditions
-        .iter()
-        .any(|c| c.namespaces.iter().any(|n| n == namespace))
-    {
-        return Ok(true);
-    }
-    let selectors: Vec<_> = conditions
-        .iter()
-        .filter_map(|c| c.namespace_selector.clone())
-        .collect();
-    if selectors.is_empty() {
-        return Ok(false);
-    }
-    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
-    let labels = ns.metadata.labels.unwrap_or_default();
-    Ok(selectors.into_iter().any(|s| match Selector::try_from(s) {
-        Ok(selector) => selector.matches(&labels),
-        // An unparsable selector admits nobody.
-        Err(_) => false,
-    }))
 }
