@@ -33,9 +33,12 @@ pub struct ContextConfig {
     pub endpoints: EndpointPolicy,
     /// The webhook's own namespace: never injected.
     pub own_namespace: String,
-    /// How long an admission waits for an owner or store the index has not seen yet (a new
+    /// How long an admission waits for an owner the index has not seen yet (a new
     /// ReplicaSet's first pod can arrive before its watch event); within `deadline`.
     pub owner_wait: Duration,
+    /// How long an admission waits for a store the index has not seen yet (created just
+    /// before the pod); within `deadline`.
+    pub store_wait: Duration,
 }
 
 impl Default for ContextConfig {
@@ -47,6 +50,7 @@ impl Default for ContextConfig {
             endpoints: EndpointPolicy::default(),
             own_namespace: "secret-injector".to_string(),
             owner_wait: Duration::from_secs(2),
+            store_wait: Duration::from_millis(500),
         }
     }
 }

@@ -321,3 +321,63 @@ async fn cluster_store_conditions_select_namespaces_by_name_or_label() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_owner_that_reaches_the_index_just_after_its_pod_is_waited_for() {
+    let standin = StandIn::start().await;
+    seed(&standin, "https://127.0.0.1:9");
+    let metrics = Metrics::new();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ctx = Arc::new(Context::new(
+        standin.client(),
+        ContextConfig {
+            endpoints: EndpointPolicy::with_vault(&["https://127.0.0.1:*"]),
+            ..ContextConfig::default()
+        },
+        metrics.clone(),
+        DigestKey::random(),
+    ));
+    ctx.index().wait_until_synced().await;
+    let router = secret_injector::server::router(ctx);
+    let annotations =
+        json!({"secret-injector.io/store": "vault-backend", "secret-injector.io/env.A": "x/y#a"});
+    let uid = "7a000000-0000-4000-8000-00000000f00d";
+    // The ReplicaSet controller's pod can reach the webhook before the ReplicaSet's watch
+    // event reaches the index: the ReplicaSet is created 300 ms after the review arrives.
+    let d_uid = standin
+        .object("deployments", Some("payments"), "payments-api")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "payments-api-55d9", "namespace": "payments", "uid": uid,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api", "uid": d_uid, "controller": true}]},
+        "spec": {"selector": {}}});
+    let pending = dry_run_owned_by(
+        &router,
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-55d9", "uid": uid, "controller": true}),
+        annotations.clone(),
+    );
+    let seed_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        standin.seed(rs);
+    };
+    let (response, ()) = tokio::join!(pending, seed_later);
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(patch_text(&response).contains(r#""name":"payments-api-injected""#));
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"secret_injector_owner_index_waits_total{result="found"} 1"#),
+        "{text}"
+    );
+
+    // One that never arrives: denied after the wait, naming the uid.
+    let started = Instant::now();
+    let response = dry_run_owned_by(&router, json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-55d9", "uid": "not-the-uid", "controller": true}), annotations).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ReplicaSet payments-api-55d9 with uid not-the-uid does not exist"),
+        "{message}"
+    );
+}

@@ -128,7 +128,7 @@ async fn run(
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
-    let give_up = tokio::time::Instant::now() + ctx.config().owner_wait;
+    let give_up = tokio::time::Instant::now() + ctx.config().store_wait;
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
             let resolved = ctx
