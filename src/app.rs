@@ -165,6 +165,16 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             client: client.clone(),
             endpoints: endpoints(&args),
             interval: args.store_check_interval,
+            stores: {
+                let ctx = ctx.clone();
+                Arc::new(move || ctx.index().stores().objects())
+            },
+            changes: [
+                crate::spec::StoreKind::SecretStore,
+                crate::spec::StoreKind::ClusterSecretStore,
+            ]
+            .map(|k| ctx.index().stores().changes(k))
+            .to_vec(),
         },
         leading.clone(),
         shutdown_rx.clone(),

@@ -74,6 +74,10 @@ impl Index {
         &self.owners
     }
 
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
     /// Resolves once every watch has applied its first list.
     pub async fn wait_until_synced(&self) {
         self.managed.wait_until_synced().await;

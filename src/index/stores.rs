@@ -4,6 +4,7 @@
 //! admin-written objects.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::watcher;
@@ -25,15 +26,20 @@ pub struct StoreRecord {
     pub validated: Result<ProviderConfig, Vec<FieldError>>,
     /// ClusterSecretStore only.
     pub conditions: Vec<ClusterStoreCondition>,
+    /// The object as JSON (spec and status), for the status loop's full validation (with
+    /// warnings) and its Ready condition. Stores are few; this is the only whole object kept.
+    pub object: Arc<serde_json::Value>,
 }
 
-fn record(
+fn record<K: serde::Serialize>(
+    object: &K,
     provider: &ProviderSpec,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     conditions: Vec<ClusterStoreCondition>,
     endpoints: &EndpointPolicy,
 ) -> StoreRecord {
     StoreRecord {
+        object: Arc::new(serde_json::to_value(object).unwrap_or_default()),
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
         validated: validate_provider(provider, endpoints).map(|v| v.config),
@@ -54,7 +60,7 @@ impl Stores {
             watcher::Config::default(),
             "SecretStore",
             true,
-            move |s: &SecretStore| Some(record(&s.spec.provider, &s.metadata, Vec::new(), &ep)),
+            move |s: &SecretStore| Some(record(s, &s.spec.provider, &s.metadata, Vec::new(), &ep)),
         );
         let ep = endpoints.clone();
         let cluster = Watched::spawn(
@@ -64,6 +70,7 @@ impl Stores {
             true,
             move |s: &ClusterSecretStore| {
                 Some(record(
+                    s,
                     &s.spec.provider,
                     &s.metadata,
                     s.spec.conditions.clone(),
@@ -88,6 +95,19 @@ impl Stores {
             StoreKind::SecretStore => self.namespaced.changes(),
             StoreKind::ClusterSecretStore => self.cluster.changes(),
         }
+    }
+
+    /// Every store as `(kind, object)`, for the status loop.
+    pub fn objects(&self) -> Vec<(&'static str, Arc<serde_json::Value>)> {
+        let of = |kind: &'static str, w: &Watched<StoreRecord>| {
+            w.entries()
+                .into_iter()
+                .map(move |(_, r)| (kind, r.object.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut all = of("SecretStore", &self.namespaced);
+        all.extend(of("ClusterSecretStore", &self.cluster));
+        all
     }
 
     pub fn is_synced(&self) -> bool {

@@ -145,6 +145,17 @@ impl<V: Send + Sync + 'static> Watched<V> {
             .cloned()
     }
 
+    /// Every object, as of now.
+    pub fn entries(&self) -> Vec<(ObjKey, Arc<V>)> {
+        self.inner
+            .map
+            .read()
+            .expect("index lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.map.read().expect("index lock").len()
     }
