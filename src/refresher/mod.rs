@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{EventType, Recorder, Reporter};
@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::k8s::{Owner, OwnerKind, WorkloadKind};
-use crate::managed::recorded;
+use crate::k8s::{Owner, WorkloadKind};
+use crate::managed::recorded::ANN_FORCE_SYNC;
 use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
@@ -155,9 +155,11 @@ impl Refresher {
         // The managed Secrets come from the context's one watch (metadata only: the refresher
         // never holds Secret data in memory).
         let mut secrets = self.ctx.managed_index().events();
-        let client = self.ctx.client().clone();
-        let mut workloads =
-            stream::select_all(WorkloadKind::ROLLABLE.map(|kind| workload_stream(kind, &client)));
+        // Workloads' force-sync annotations come from the shared owner index.
+        let mut workloads: Vec<_> = WorkloadKind::ROLLABLE
+            .iter()
+            .filter_map(|k| self.ctx.index().owners().changes(*k))
+            .collect();
         loop {
             let next = [self.queue.next_due(), self.pending.next_due()]
                 .into_iter()
@@ -169,7 +171,9 @@ impl Refresher {
                     Some(e) => self.on_secret_event(e),
                     None => return,
                 },
-                Some(event) = workloads.next() => self.on_workload_event(event),
+                _ = futures::future::select_all(workloads.iter_mut().map(|w| Box::pin(w.changed()))) => {
+                    self.check_workload_force_sync();
+                }
                 Some((key, outcome)) = self.results_rx.recv() => self.on_outcome(key, outcome).await,
                 _ = tokio::time::sleep_until(sleep_until) => {
                     self.start_due_refreshes();
@@ -257,6 +261,12 @@ impl Refresher {
                 }
             }
             None => {
+                // First sight of its workload: what its force-sync says now is no request.
+                let owner = owner_of(&tracked);
+                if owner.rollable() && !self.workload_force_sync.contains_key(&owner) {
+                    let current = self.indexed_force_sync(&owner);
+                    self.workload_force_sync.insert(owner, current);
+                }
                 // refreshInterval 0 means "fetch once": never scheduled (force-sync still works),
                 // except that a bare pod's Secret is looked at until its pod adopts it.
                 if adopt::needs_adoption(&tracked) {
@@ -282,6 +292,37 @@ impl Refresher {
                 );
             }
         }
+    }
+
+    /// The force-sync annotation of every rollable workload that owns a tracked Secret, from
+    /// the shared owner index. The map holds only those workloads (pruned here), so it does
+    /// not grow with unrelated workloads.
+    fn check_workload_force_sync(&mut self) {
+        let owners: HashSet<Owner> = self
+            .entries
+            .values()
+            .map(|e| owner_of(&e.tracked))
+            .filter(Owner::rollable)
+            .collect();
+        self.workload_force_sync.retain(|k, _| owners.contains(k));
+        for key in owners {
+            let force_sync = self.indexed_force_sync(&key);
+            self.on_workload_event(WorkloadEvent::Seen {
+                key,
+                force_sync,
+                initial: false,
+            });
+        }
+    }
+
+    fn indexed_force_sync(&self, owner: &Owner) -> Option<String> {
+        let kind = owner.kind.known()?;
+        let record = self
+            .ctx
+            .index()
+            .owners()
+            .get(kind, &owner.namespace, &owner.name)?;
+        record.annotation(ANN_FORCE_SYNC).map(String::from)
     }
 
     fn on_workload_event(&mut self, event: WorkloadEvent) {
@@ -526,23 +567,4 @@ impl Refresher {
             }
         }
     }
-}
-
-/// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
-fn workload_stream(
-    kind: WorkloadKind,
-    client: &kube::Client,
-) -> futures::stream::BoxStream<'static, WorkloadEvent> {
-    kind.watch_metadata(client)
-        .map(move |(meta, initial)| WorkloadEvent::Seen {
-            key: Owner {
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                kind: OwnerKind::Known(kind),
-                name: meta.name.clone().unwrap_or_default(),
-                uid: None,
-            },
-            force_sync: recorded::force_sync(&meta),
-            initial,
-        })
-        .boxed()
 }
