@@ -2,15 +2,11 @@
 //! API error text, our field manager, the workload kinds we follow, and the one `Owner` type
 //! (the workload a managed Secret belongs to).
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use crate::redact;
@@ -185,28 +181,6 @@ impl WorkloadKind {
                 .patch(name, &patch_params(), &Patch::Merge(body))
                 .await
                 .map(|_| ())
-        })
-    }
-}
-
-impl WorkloadKind {
-    /// Metadata-only watch of every object of this kind, reduced to (metadata, whether the
-    /// event is part of a (re)list).
-    pub fn watch_metadata(self, client: &Client) -> BoxStream<'static, (ObjectMeta, bool)> {
-        with_kind!(self, K => {
-            watcher::watcher(
-                Api::<PartialObjectMeta<K>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .filter_map(|event| async move {
-                match event {
-                    Ok(watcher::Event::Apply(o)) => Some((o.metadata, false)),
-                    Ok(watcher::Event::InitApply(o)) => Some((o.metadata, true)),
-                    _ => None,
-                }
-            })
-            .boxed()
         })
     }
 }
