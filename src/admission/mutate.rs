@@ -13,9 +13,10 @@ use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
-use crate::patch::{self, PodPatch};
+use crate::patch::PodPatch;
 use crate::pipeline;
-use crate::spec::{self, ParseContext};
+use crate::plan;
+use crate::spec;
 use crate::store::ResolvedStore;
 
 /// What the pipeline is doing, for the deadline message.
@@ -93,38 +94,22 @@ async fn run(
     }
     set_stage(Stage::Owner);
     let workload = ctx.owner_chain(namespace, pod).await?;
-    let mut annotations = spec::config_annotations(&workload.annotations);
-    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
-    if workload.name.is_none()
-        && !annotations.contains_key(spec::ANN_SECRET_NAME)
-        && !annotations.contains_key(spec::ANN_EXTERNAL_SECRETS)
-    {
-        return Err(InjectError::UnnamedBarePod);
+    if workload.name.is_none() {
+        let pod_annotations = pod.metadata.annotations.as_ref();
+        let has = |k: &str| pod_annotations.is_some_and(|a| a.contains_key(k));
+        if !has(spec::ANN_SECRET_NAME) && !has(spec::ANN_EXTERNAL_SECRETS) {
+            return Err(InjectError::UnnamedBarePod);
+        }
     }
-
-    let container_names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let Some(spec) = spec::parse(
-        &annotations,
-        &ParseContext {
-            workload_name: workload.name.as_deref(),
-            container_names: &container_names,
-            min_refresh_interval: ctx.config().min_refresh_interval,
-        },
+    let Some(plan::Planned { spec, patch }) = plan::plan(
+        pod,
+        workload.name.as_deref(),
+        &workload.annotations,
+        ctx.config().min_refresh_interval,
     )?
     else {
         return Ok(None);
     };
-    let patch = patch::plan(pod, &spec)?;
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();

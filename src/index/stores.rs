@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kube::core::{Selector, SelectorExt};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -14,8 +13,8 @@ use super::watched::Watched;
 use crate::provider::{FieldError, ProviderConfig, ResolvedStore};
 use crate::spec::{StoreKind, StoreRef};
 use crate::store::{
-    validate_provider, ClusterSecretStore, ClusterStoreCondition, EndpointPolicy, ProviderSpec,
-    SecretStore, StoreError,
+    conditions_allow, validate_provider, ClusterSecretStore, ClusterStoreCondition, EndpointPolicy,
+    ProviderSpec, SecretStore, StoreError,
 };
 
 /// One store as indexed: its uid and the validation result of the resourceVersion seen.
@@ -147,7 +146,7 @@ impl Stores {
             });
         };
         if reference.kind == StoreKind::ClusterSecretStore
-            && !namespace_allowed(namespace, namespace_labels, &store.conditions)
+            && conditions_allow(namespace, Some(namespace_labels), &store.conditions) != Some(true)
         {
             return Err(StoreError::NotAllowed {
                 reference: reference.clone(),
@@ -166,20 +165,4 @@ impl Stores {
             }),
         }
     }
-}
-
-/// ESO semantics: no conditions ⇒ every namespace; otherwise any matching condition admits.
-fn namespace_allowed(
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-    conditions: &[ClusterStoreCondition],
-) -> bool {
-    conditions.is_empty()
-        || conditions.iter().any(|c| {
-            c.namespaces.iter().any(|n| n == namespace)
-                || c.namespace_selector.clone().is_some_and(|s| {
-                    // An unparsable selector admits nobody.
-                    Selector::try_from(s).is_ok_and(|selector| selector.matches(labels))
-                })
-        })
 }

@@ -7,6 +7,8 @@ pub mod status;
 pub mod types;
 mod validate;
 
+use kube::core::{Selector, SelectorExt};
+
 /// The operator's endpoint allowlist is the providers' (they enforce it).
 pub use crate::provider::policy::{
     parse_list as parse_endpoint_list, EndpointPattern, EndpointPolicy, DEFAULT_AWS_ENDPOINTS,
@@ -31,7 +33,7 @@ pub enum StoreError {
     },
     #[error(
         "{reference} cannot be read: the secret-injector.io CRDs are not installed in this cluster \
-         (kubectl apply -f deploy/crds/)"
+         (kubectl apply -f deploy/base/crds/)"
     )]
     CrdMissing { reference: StoreRef },
     #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
@@ -58,4 +60,36 @@ fn join(errors: &[FieldError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Whether a ClusterSecretStore's `conditions` admit `namespace` (ESO semantics: no
+/// conditions ⇒ every namespace; otherwise any matching condition admits). `labels` are the Namespace's; `None` when not known, and then the answer is
+/// `None` if only a selector could decide. Pure: shared by the index (admission, refresher) and `secret-injector render`.
+pub fn conditions_allow(
+    namespace: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    conditions: &[ClusterStoreCondition],
+) -> Option<bool> {
+    if conditions.is_empty() {
+        return Some(true);
+    }
+    if conditions
+        .iter()
+        .any(|c| c.namespaces.iter().any(|n| n == namespace))
+    {
+        return Some(true);
+    }
+    let selectors: Vec<_> = conditions
+        .iter()
+        .filter_map(|c| c.namespace_selector.clone())
+        .collect();
+    if selectors.is_empty() {
+        return Some(false);
+    }
+    let labels = labels?;
+    Some(selectors.into_iter().any(|s| match Selector::try_from(s) {
+        Ok(selector) => selector.matches(labels),
+        // An unparsable selector admits nobody.
+        Err(_) => false,
+    }))
 }
