@@ -146,11 +146,17 @@ async fn reconcile(
 }
 
 /// One pass per change of the index or per `interval`: every store whose resourceVersion is
-/// new to us, or whose last check is `interval` old, is evaluated. Our own status write is
-/// remembered by the version it produced, so it does not trigger another probe.
+/// new to us, or whose last check is `interval` old, is evaluated. Both the version a check
+/// read and the one our status write produced count as seen, so neither our own write nor a
+/// snapshot taken before its watch event arrived triggers another probe.
 async fn run_loop(ctx: Arc<StatusContext>) {
     type Key = (&'static str, String, String);
-    let mut checked: HashMap<Key, (Option<String>, Instant)> = HashMap::new();
+    struct Checked {
+        read: Option<String>,
+        written: Option<String>,
+        at: Instant,
+    }
+    let mut checked: HashMap<Key, Checked> = HashMap::new();
     let mut changes = ctx.changes.clone();
     let tick = ctx.interval.min(Duration::from_secs(30));
     loop {
@@ -164,9 +170,10 @@ async fn run_loop(ctx: Arc<StatusContext>) {
             );
             seen.insert(key.clone());
             let version = meta(&object, "resourceVersion").map(String::from);
-            let due = checked
-                .get(&key)
-                .is_none_or(|(v, at)| *v != version || now.duration_since(*at) >= ctx.interval);
+            let due = checked.get(&key).is_none_or(|c| {
+                (c.read != version && c.written != version)
+                    || now.duration_since(c.at) >= ctx.interval
+            });
             if !due {
                 continue;
             }
@@ -174,10 +181,17 @@ async fn run_loop(ctx: Arc<StatusContext>) {
                 Ok(written) => written,
                 Err(error) => {
                     warn!(%error, kind, name = %key.2, "store status reconcile failed");
-                    version
+                    None
                 }
             };
-            checked.insert(key, (written, now));
+            checked.insert(
+                key,
+                Checked {
+                    read: version,
+                    written,
+                    at: now,
+                },
+            );
         }
         checked.retain(|k, _| seen.contains(k));
         let changed =
