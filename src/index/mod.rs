@@ -86,10 +86,6 @@ impl Index {
         self.owners.wait_until_synced().await;
     }
 
-    pub fn is_synced(&self) -> bool {
-        self.namespaces.is_synced() && self.stores.is_synced() && self.owners.is_synced()
-    }
-
     /// The labels of `namespace` when it is opted in (labelled, and not a system namespace).
     pub fn opted_in(&self, namespace: &str) -> Option<Arc<NamespaceLabels>> {
         if SYSTEM_NAMESPACES.contains(&namespace) {
