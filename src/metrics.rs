@@ -94,7 +94,7 @@ impl Metrics {
         let secret_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
             "managed_secret_writes",
-            "Writes of managed Secrets, by operation (create, update)",
+            "Writes of managed Secrets, by operation (create, update, adopt)",
             secret_writes.clone(),
         );
         let deadline_exceeded = Counter::default();
@@ -106,7 +106,7 @@ impl Metrics {
         let refreshes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "refreshes",
-            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped)",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped, adopted, awaiting_pod)",
             refreshes.clone(),
         );
         let rollouts = Family::<KindLabels, Counter>::default();
