@@ -144,3 +144,54 @@ impl Owners {
         self.kinds.iter().map(|(_, w)| w.len()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn an_owner_is_trimmed_to_uid_controller_and_our_annotations() {
+        let meta = ObjectMeta {
+            name: Some("api-7c9f".into()),
+            namespace: Some("payments".into()),
+            uid: Some("u-rs".into()),
+            labels: Some(BTreeMap::from([("app".into(), "api".into())])),
+            annotations: Some(BTreeMap::from([
+                ("deployment.kubernetes.io/revision".into(), "3".into()),
+                ("secret-injector.io/secret-name".into(), "creds".into()),
+            ])),
+            managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+            owner_references: Some(vec![
+                OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: "other".into(),
+                    uid: "u-cm".into(),
+                    ..Default::default()
+                },
+                OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "api".into(),
+                    uid: "u-d".into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let record = OwnerRecord::from_meta(&meta).unwrap();
+        assert_eq!(&*record.uid, "u-rs");
+        let controller = record.controller.as_ref().unwrap();
+        assert_eq!((&*controller.kind, &*controller.uid), ("Deployment", "u-d"));
+        assert_eq!(record.annotations.len(), 1);
+        assert_eq!(
+            record.annotation("secret-injector.io/secret-name"),
+            Some("creds")
+        );
+        // Without a uid there is nothing to verify against.
+        assert!(OwnerRecord::from_meta(&ObjectMeta::default()).is_none());
+    }
+}
