@@ -99,6 +99,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
             own_namespace: args.leader_election_namespace.clone(),
+            reads_per_store: args.budgets.max_concurrent_reads_per_store as usize,
+            cold_admissions: args.budgets.cold_admissions(),
             ..ContextConfig::default()
         },
         metrics.clone(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 
+use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::index::{Index, SYSTEM_NAMESPACES};
 use crate::managed::{DigestKey, ManagedIndex};
@@ -39,6 +40,10 @@ pub struct ContextConfig {
     /// How long an admission waits for a store the index has not seen yet (created just
     /// before the pod); within `deadline`.
     pub store_wait: Duration,
+    /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
+    pub reads_per_store: usize,
+    /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
+    pub cold_admissions: ColdAdmissionLimit,
 }
 
 impl Default for ContextConfig {
@@ -51,6 +56,8 @@ impl Default for ContextConfig {
             own_namespace: "secret-injector".to_string(),
             owner_wait: Duration::from_secs(2),
             store_wait: Duration::from_millis(500),
+            reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
+            cold_admissions: ColdAdmissionLimit::default(),
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct Context {
     /// The watch-fed index (managed Secrets, opted-in namespaces, stores, owners): everything
     /// the admission hot path reads, so a warm admission makes no API request.
     index: Index,
+    /// Token buckets of cold admissions, per namespace.
+    cold: ColdAdmissions,
 }
 
 impl Context {
@@ -77,7 +86,8 @@ impl Context {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            providers: Providers::new(tokens, metrics.clone()),
+            providers: Providers::new(tokens, metrics.clone(), config.reads_per_store),
+            cold: ColdAdmissions::new(config.cold_admissions),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             index: Index::watch(&client, &config.endpoints),
             client,
@@ -115,6 +125,11 @@ impl Context {
     /// True when `namespace` is never injected: the webhook's own or a system namespace.
     pub fn is_excluded_namespace(&self, namespace: &str) -> bool {
         namespace == self.config.own_namespace || SYSTEM_NAMESPACES.contains(&namespace)
+    }
+
+    /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
+    pub async fn admit_cold(&self, namespace: &str) -> Result<(), NamespaceBusy> {
+        self.cold.admit(namespace).await
     }
 
     /// A store's backend, chosen by the provider registry.

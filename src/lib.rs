@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod context;

@@ -54,6 +54,9 @@ struct Inner {
     secret_writes: Family<WriteLabels, Counter>,
     deadline_exceeded: Counter,
     owner_waits: Family<ResultLabels, Counter>,
+    store_read_waits: Counter,
+    cold_admissions_limited: Counter,
+    tracked_workloads: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Clone)]
@@ -133,9 +136,30 @@ impl Metrics {
             "Admissions whose owner was not in the watch-fed index yet and waited for it, by result (found, denied)",
             owner_waits.clone(),
         );
+        let store_read_waits = Counter::default();
+        registry.register(
+            "store_read_waits",
+            "Backend fetches that waited for their store's read budget (--max-concurrent-reads-per-store)",
+            store_read_waits.clone(),
+        );
+        let cold_admissions_limited = Counter::default();
+        registry.register(
+            "cold_admissions_limited",
+            "Admissions denied because their namespace exceeded --cold-admissions-per-namespace",
+            cold_admissions_limited.clone(),
+        );
+        let tracked_workloads = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "refresher_tracked_workloads",
+            "Workloads whose force-sync annotation the refresher remembers: only owners of managed Secrets (on the leader)",
+            tracked_workloads.clone(),
+        );
         Self(Arc::new(Inner {
             owner_waits,
             registry,
+            store_read_waits,
+            cold_admissions_limited,
+            tracked_workloads,
             refreshes,
             rollouts,
             refresh_lag,
@@ -211,6 +235,18 @@ impl Metrics {
             .owner_waits
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    pub fn store_read_wait(&self) {
+        self.0.store_read_waits.inc();
+    }
+
+    pub fn cold_admission_limited(&self) {
+        self.0.cold_admissions_limited.inc();
+    }
+
+    pub fn tracked_workloads(&self, count: usize) {
+        self.0.tracked_workloads.set(count as i64);
     }
 
     /// Prometheus text exposition format.

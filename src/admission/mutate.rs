@@ -172,6 +172,13 @@ async fn run(
         .filter(|(_, e)| !e.is_current())
         .map(|(i, _)| i)
         .collect();
+    // A cold admission reads the backend: it spends one of the namespace's budget (warm ones
+    // are free), before any TokenRequest or backend connection.
+    if !to_fetch.is_empty() {
+        ctx.admit_cold(namespace).await.inspect_err(|_| {
+            ctx.metrics().cold_admission_limited();
+        })?;
+    }
     // One read per store for all items that need it, so an AWS store batches every key of
     // the workload into BatchGetSecretValue.
     let sources: BTreeMap<usize, _> = to_fetch

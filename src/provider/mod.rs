@@ -8,6 +8,7 @@
 //! ```text
 //! mod.rs       the Backend and SecretProvider traits, the shared types and errors
 //! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
+//! limit.rs     ReadBudget: backend requests in flight per store, at most N
 //! config.rs    ProviderSpec (CRD), ProviderConfig (one variant per backend), ResolvedStore,
 //!              Validated, FieldError
 //! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
@@ -20,6 +21,7 @@
 pub mod aws;
 pub mod config;
 pub mod findings;
+pub mod limit;
 pub mod net;
 pub mod policy;
 mod registry;
@@ -182,7 +184,8 @@ pub struct KeyedError {
 /// [`Providers::for_store`]. Every [`Backend`] is one.
 pub trait SecretProvider: Send + Sync {
     /// Read every key as `identity`. All-or-nothing: the first failure is returned with
-    /// the key it concerns.
+    /// the key it concerns. A fetch of `n` keys has at most `n` requests to the backend in
+    /// flight at any moment (the per-store budget in `limit.rs` counts on it).
     fn fetch<'a>(
         &'a self,
         identity: &'a PodIdentity,

@@ -11,12 +11,13 @@ pub mod adopt;
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
+mod workloads;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{EventType, Recorder, Reporter};
@@ -28,11 +29,11 @@ use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::k8s::{Owner, WorkloadKind};
-use crate::managed::recorded::ANN_FORCE_SYNC;
 use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
+use workloads::{WorkloadEvent, Workloads};
 
 #[derive(Clone, Debug)]
 pub struct RefresherConfig {
@@ -100,14 +101,6 @@ pub async fn run(
     .await;
 }
 
-enum WorkloadEvent {
-    Seen {
-        key: Owner,
-        force_sync: Option<String>,
-        initial: bool,
-    },
-}
-
 struct Refresher {
     ctx: Arc<Context>,
     config: RefresherConfig,
@@ -115,8 +108,8 @@ struct Refresher {
     entries: HashMap<Key, Entry>,
     queue: DueQueue<Key>,
     pending: Pending,
-    /// Last seen `force-sync` annotation per workload.
-    workload_force_sync: HashMap<Owner, Option<String>>,
+    /// Last seen `force-sync` annotation of each workload owning a tracked Secret (only).
+    workloads: Workloads,
     /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
     relisting: Option<HashSet<Key>>,
     rng: rand::rngs::StdRng,
@@ -143,7 +136,7 @@ impl Refresher {
             entries: HashMap::new(),
             queue: DueQueue::default(),
             pending: Pending::default(),
-            workload_force_sync: HashMap::new(),
+            workloads: Workloads::default(),
             relisting: None,
             rng: rand::rngs::StdRng::from_os_rng(),
             results_tx,
@@ -155,12 +148,16 @@ impl Refresher {
         // The managed Secrets come from the context's one watch (metadata only: the refresher
         // never holds Secret data in memory).
         let mut secrets = self.ctx.managed_index().events();
-        // Workloads' force-sync annotations come from the shared owner index.
-        let mut workloads: Vec<_> = WorkloadKind::ROLLABLE
-            .iter()
-            .filter_map(|k| self.ctx.index().owners().changes(*k))
-            .collect();
+        let client = self.ctx.client().clone();
+        // The workload watches start once the Secrets' snapshot is in, so their initial list
+        // meets the owners it concerns and sets their force-sync baselines.
+        let mut workloads = stream::SelectAll::new();
         loop {
+            if workloads.is_empty() && self.relisting.is_none() && !self.entries.is_empty() {
+                for kind in WorkloadKind::ROLLABLE {
+                    workloads.push(workloads::stream(kind, &client));
+                }
+            }
             let next = [self.queue.next_due(), self.pending.next_due()]
                 .into_iter()
                 .flatten()
@@ -171,9 +168,7 @@ impl Refresher {
                     Some(e) => self.on_secret_event(e),
                     None => return,
                 },
-                _ = futures::future::select_all(workloads.iter_mut().map(|w| Box::pin(w.changed()))) => {
-                    self.check_workload_force_sync();
-                }
+                Some(event) = workloads.next() => self.on_workload_event(event),
                 Some((key, outcome)) = self.results_rx.recv() => self.on_outcome(key, outcome).await,
                 _ = tokio::time::sleep_until(sleep_until) => {
                     self.start_due_refreshes();
@@ -181,6 +176,7 @@ impl Refresher {
                 }
             }
             self.ctx.metrics().managed_secrets(self.entries.len());
+            self.ctx.metrics().tracked_workloads(self.workloads.len());
         }
     }
 
@@ -212,7 +208,9 @@ impl Refresher {
     }
 
     fn forget(&mut self, key: &Key) {
-        self.entries.remove(key);
+        if let Some(entry) = self.entries.remove(key) {
+            self.workloads.secret_removed(&owner_of(&entry.tracked));
+        }
         self.queue.remove(key);
     }
 
@@ -233,6 +231,11 @@ impl Refresher {
                     tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
                 let interval_changed =
                     tracked.record.refresh_interval != entry.tracked.record.refresh_interval;
+                let (was, now_owner) = (owner_of(&entry.tracked), owner_of(&tracked));
+                if was != now_owner {
+                    self.workloads.secret_removed(&was);
+                    self.workloads.secret_added(&now_owner);
+                }
                 entry.tracked = tracked.clone();
                 if entry.running {
                     entry.rerun |= forced;
@@ -261,12 +264,6 @@ impl Refresher {
                 }
             }
             None => {
-                // First sight of its workload: what its force-sync says now is no request.
-                let owner = owner_of(&tracked);
-                if owner.rollable() && !self.workload_force_sync.contains_key(&owner) {
-                    let current = self.indexed_force_sync(&owner);
-                    self.workload_force_sync.insert(owner, current);
-                }
                 // refreshInterval 0 means "fetch once": never scheduled (force-sync still works),
                 // except that a bare pod's Secret is looked at until its pod adopts it.
                 if adopt::needs_adoption(&tracked) {
@@ -281,6 +278,7 @@ impl Refresher {
                     );
                     self.queue.schedule(key.clone(), now + delay);
                 }
+                self.workloads.secret_added(&owner_of(&tracked));
                 self.entries.insert(
                     key,
                     Entry {
@@ -294,54 +292,10 @@ impl Refresher {
         }
     }
 
-    /// The force-sync annotation of every rollable workload that owns a tracked Secret, from
-    /// the shared owner index. The map holds only those workloads (pruned here), so it does
-    /// not grow with unrelated workloads.
-    fn check_workload_force_sync(&mut self) {
-        let owners: HashSet<Owner> = self
-            .entries
-            .values()
-            .map(|e| owner_of(&e.tracked))
-            .filter(Owner::rollable)
-            .collect();
-        self.workload_force_sync.retain(|k, _| owners.contains(k));
-        for key in owners {
-            let force_sync = self.indexed_force_sync(&key);
-            self.on_workload_event(WorkloadEvent::Seen {
-                key,
-                force_sync,
-                initial: false,
-            });
-        }
-    }
-
-    fn indexed_force_sync(&self, owner: &Owner) -> Option<String> {
-        let kind = owner.kind.known()?;
-        let record = self
-            .ctx
-            .index()
-            .owners()
-            .get(kind, &owner.namespace, &owner.name)?;
-        record.annotation(ANN_FORCE_SYNC).map(String::from)
-    }
-
     fn on_workload_event(&mut self, event: WorkloadEvent) {
-        let WorkloadEvent::Seen {
-            key,
-            force_sync,
-            initial,
-        } = event;
-        let previous = self
-            .workload_force_sync
-            .insert(key.clone(), force_sync.clone());
-        let changed = match previous {
-            Some(prev) => prev != force_sync && force_sync.is_some(),
-            // First sight: only a change we witnessed counts, not a value set long ago.
-            None => false,
-        };
-        if !changed || initial {
+        let Some(key) = self.workloads.on_event(event) else {
             return;
-        }
+        };
         info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
