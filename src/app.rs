@@ -1,7 +1,7 @@
 //! The composition root: builds the [`Context`] from the command line and runs everything —
 //! the HTTPS and admin servers, the certificate reloader, leader election, the store status
 //! loop and the refresher — until SIGTERM/SIGINT. Ready once the Kubernetes API answers and
-//! the managed-Secret index has synced.
+//! every watch of the index has synced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +115,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
+            own_namespace: args.leader_election_namespace.clone(),
             reads_per_store: args.budgets.max_concurrent_reads_per_store as usize,
             cold_admissions: args.budgets.cold_admissions(),
             events: events_config(&args),
@@ -184,6 +185,16 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             client: client.clone(),
             endpoints: endpoints(&args),
             interval: args.store_check_interval,
+            stores: {
+                let ctx = ctx.clone();
+                Arc::new(move || ctx.index().stores().objects())
+            },
+            changes: [
+                crate::spec::StoreKind::SecretStore,
+                crate::spec::StoreKind::ClusterSecretStore,
+            ]
+            .map(|k| ctx.index().stores().changes(k))
+            .to_vec(),
         },
         leading.clone(),
         shutdown_rx.clone(),
@@ -203,6 +214,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
 
     let detector_task = tokio::spawn(events::detector::run(
         client.clone(),
+        ctx.index().shared_owners(),
         ctx.events().clone(),
         ctx.metrics().clone(),
         events::detector::DetectorConfig {
@@ -244,7 +256,8 @@ async fn join<E: std::fmt::Display>(
 }
 
 /// Ready once the API server answers (until then every admission would fail anyway) and the
-/// managed-Secret index has synced (until then warm admissions would miss it).
+/// whole index (managed Secrets, opted-in namespaces, stores, owners) has synced: until then
+/// admissions could not verify a review's namespace and owners.
 async fn become_ready(
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
@@ -263,9 +276,14 @@ async fn become_ready(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     tokio::select! {
-        _ = ctx.managed_index().wait_until_synced() => {}
+        _ = ctx.index().wait_until_synced() => {}
         _ = shutdown.changed() => return,
     }
     ready.store(true, Ordering::Relaxed);
-    info!("Kubernetes API reachable and managed Secrets indexed; ready");
+    let sizes = ctx.index().sizes();
+    info!(
+        ?sizes,
+        managed = ctx.managed_index().len(),
+        "Kubernetes API reachable and the index synced; ready"
+    );
 }

@@ -1,5 +1,5 @@
 //! The shared state of one running webhook: the Kubernetes client, tunables, metrics, the
-//! digest key, backend selection, the admission caches and the managed-Secret index. Built
+//! digest key, backend selection, the fetch cache and the watch-fed [`Index`]. Built
 //! complete by [`Context::new`] (the in-process tests run exactly the production path) and
 //! shared by the server, admission and the refresher; `app` composes and runs it.
 
@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use moka::future::Cache;
 
 use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
 use crate::events::{EventsConfig, Publisher};
 use crate::identity::{PodIdentity, TokenIssuer};
+use crate::index::{Index, SYSTEM_NAMESPACES};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Documents, FetchCache, FetchError};
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
 use crate::spec::{SourceSpec, StoreRef};
-use crate::store::{self, EndpointPolicy, ResolvedStore, StoreError};
+use crate::store::{EndpointPolicy, ResolvedStore, StoreError};
 use crate::workload::{self, Workload, WorkloadError};
 
 /// Tunables shared by admission and the refresher.
@@ -33,6 +33,14 @@ pub struct ContextConfig {
     pub fetch_coalesce_window: Duration,
     /// Which backend servers stores may name (checked before any TokenRequest or connection).
     pub endpoints: EndpointPolicy,
+    /// The webhook's own namespace: never injected.
+    pub own_namespace: String,
+    /// How long an admission waits for an owner the index has not seen yet (a new
+    /// ReplicaSet's first pod can arrive before its watch event); within `deadline`.
+    pub owner_wait: Duration,
+    /// How long an admission waits for a store the index has not seen yet (created just
+    /// before the pod); within `deadline`.
+    pub store_wait: Duration,
     /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
     pub reads_per_store: usize,
     /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
@@ -48,27 +56,14 @@ impl Default for ContextConfig {
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
             endpoints: EndpointPolicy::default(),
+            own_namespace: "secret-injector".to_string(),
+            owner_wait: Duration::from_secs(2),
+            store_wait: Duration::from_millis(500),
             reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
             cold_admissions: ColdAdmissionLimit::default(),
             events: EventsConfig::default(),
         }
     }
-}
-
-/// Owner chains are cached by the pod's controller reference.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ControllerKey {
-    namespace: String,
-    kind: String,
-    name: String,
-    uid: String,
-}
-
-/// Resolved stores are cached by namespace and reference.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct StoreKey {
-    namespace: String,
-    reference: StoreRef,
 }
 
 pub struct Context {
@@ -78,12 +73,9 @@ pub struct Context {
     digest_key: DigestKey,
     providers: Providers,
     fetch_cache: FetchCache,
-    /// ReplicaSet → Deployment never changes; workload annotations are re-read after the TTL.
-    owners: Cache<ControllerKey, Workload>,
-    /// Resolved (and validated) stores, for a few seconds.
-    stores: Cache<StoreKey, ResolvedStore>,
-    /// Managed Secrets as the watch sees them, so a warm admission needs no Secret GET.
-    managed: ManagedIndex,
+    /// The watch-fed index (managed Secrets, opted-in namespaces, stores, owners): everything
+    /// the admission hot path reads, so a warm admission makes no API request.
+    index: Index,
     /// Token buckets of cold admissions, per namespace.
     cold: ColdAdmissions,
     /// Events, queued off the admission path.
@@ -99,20 +91,19 @@ impl Context {
         digest_key: DigestKey,
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
+        let index = Index::watch(&client, &config.endpoints);
+        let events = Publisher::spawn(
+            client.clone(),
+            index.shared_owners(),
+            metrics.clone(),
+            config.events.clone(),
+        );
         Self {
             providers: Providers::new(tokens, metrics.clone(), config.reads_per_store),
             cold: ColdAdmissions::new(config.cold_admissions),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
-            owners: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
-            stores: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(5))
-                .build(),
-            managed: ManagedIndex::watch(client.clone()),
-            events: Publisher::spawn(client.clone(), metrics.clone(), config.events.clone()),
+            index,
+            events,
             client,
             config,
             metrics,
@@ -137,7 +128,17 @@ impl Context {
     }
 
     pub fn managed_index(&self) -> &ManagedIndex {
-        &self.managed
+        self.index.managed()
+    }
+
+    /// The watch-fed index of namespaces, stores, owners and managed Secrets.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// True when `namespace` is never injected: the webhook's own or a system namespace.
+    pub fn is_excluded_namespace(&self, namespace: &str) -> bool {
+        namespace == self.config.own_namespace || SYSTEM_NAMESPACES.contains(&namespace)
     }
 
     /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
@@ -185,55 +186,25 @@ impl Context {
         pipeline::fetch_source(provider.as_ref(), identity, store, source, origin).await
     }
 
-    /// The pod's owner chain, cached by its controller reference.
+    /// The pod's owner chain, every level verified by uid against the index (waiting up to
+    /// `owner_wait` for an owner the watch has not delivered yet). No API request.
     pub async fn owner_chain(&self, namespace: &str, pod: &Pod) -> Result<Workload, WorkloadError> {
-        let controller = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true));
-        let Some(r) = controller else {
-            return workload::resolve(&self.client, namespace, pod).await;
-        };
-        let key = ControllerKey {
-            namespace: namespace.to_string(),
-            kind: r.kind.clone(),
-            name: r.name.clone(),
-            uid: r.uid.clone(),
-        };
-        if let Some(w) = self.owners.get(&key).await {
-            return Ok(w);
-        }
-        let w = workload::resolve(&self.client, namespace, pod).await?;
-        self.owners.insert(key, w.clone()).await;
-        Ok(w)
+        workload::resolve(
+            self.index.owners(),
+            namespace,
+            pod,
+            self.config.owner_wait,
+            &self.metrics,
+        )
+        .await
     }
 
-    /// A store, resolved and validated, cached for a few seconds.
-    pub async fn resolve_store_cached(
+    /// A store, resolved and validated, from the index (validated once per resourceVersion).
+    pub fn resolve_store(
         &self,
         namespace: &str,
         reference: &StoreRef,
     ) -> Result<ResolvedStore, StoreError> {
-        let key = StoreKey {
-            namespace: namespace.to_string(),
-            reference: reference.clone(),
-        };
-        if let Some(s) = self.stores.get(&key).await {
-            return Ok(s);
-        }
-        let s = self.resolve_store(namespace, reference).await?;
-        self.stores.insert(key, s.clone()).await;
-        Ok(s)
-    }
-
-    /// A store, resolved and validated now.
-    pub async fn resolve_store(
-        &self,
-        namespace: &str,
-        reference: &StoreRef,
-    ) -> Result<ResolvedStore, StoreError> {
-        store::resolve(&self.client, namespace, reference, &self.config.endpoints).await
+        self.index.resolve_store(namespace, reference)
     }
 }

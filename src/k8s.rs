@@ -245,6 +245,10 @@ pub enum OwnerKind {
 
 impl OwnerKind {
     pub fn new(api_version: &str, kind: &str) -> Self {
+        // A Pod owns only a bare pod's adopted Secret (never another pod: `from_type` excludes it).
+        if api_version == "v1" && kind == "Pod" {
+            return OwnerKind::Known(WorkloadKind::Pod);
+        }
         match WorkloadKind::from_type(api_version, kind) {
             Some(k) => OwnerKind::Known(k),
             None => OwnerKind::Other {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod events;
 pub mod identity;
+pub mod index;
 pub mod k8s;
 pub mod leader;
 pub mod managed;

@@ -69,6 +69,7 @@ struct Inner {
     backend_calls: Family<BackendLabels, Counter>,
     secret_writes: Family<WriteLabels, Counter>,
     deadline_exceeded: Counter,
+    owner_waits: Family<ResultLabels, Counter>,
     store_read_waits: Counter,
     cold_admissions_limited: Counter,
     tracked_workloads: prometheus_client::metrics::gauge::Gauge,
@@ -115,7 +116,7 @@ impl Metrics {
         let secret_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
             "managed_secret_writes",
-            "Writes of managed Secrets, by operation (create, update)",
+            "Writes of managed Secrets, by operation (create, update, adopt)",
             secret_writes.clone(),
         );
         let deadline_exceeded = Counter::default();
@@ -127,7 +128,7 @@ impl Metrics {
         let refreshes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "refreshes",
-            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped)",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped, adopted, awaiting_pod)",
             refreshes.clone(),
         );
         let rollouts = Family::<KindLabels, Counter>::default();
@@ -147,6 +148,12 @@ impl Metrics {
             "managed_secrets",
             "Managed Secrets tracked by the refresher (on the leader)",
             managed_secrets.clone(),
+        );
+        let owner_waits = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "owner_index_waits",
+            "Admissions whose owner was not in the watch-fed index yet and waited for it, by result (found, denied)",
+            owner_waits.clone(),
         );
         let store_read_waits = Counter::default();
         registry.register(
@@ -188,6 +195,7 @@ impl Metrics {
             event_writes,
             events_dropped,
             missed_injections,
+            owner_waits,
             registry,
             store_read_waits,
             cold_admissions_limited,
@@ -259,6 +267,14 @@ impl Metrics {
 
     pub fn deadline_exceeded(&self) {
         self.0.deadline_exceeded.inc();
+    }
+
+    /// An admission waited for its owner to reach the index: `found` or `denied`.
+    pub fn owner_wait(&self, result: &'static str) {
+        self.0
+            .owner_waits
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn store_read_wait(&self) {

@@ -1,71 +1,194 @@
 //! Pod → owning workload (ReplicaSet → Deployment, StatefulSet, DaemonSet, Job → CronJob),
-//! collecting each level's annotations so workload-level settings apply to its pods.
+//! verified against the watch-fed owner index and collecting each level's annotations so
+//! workload-level settings apply to its pods.
+//!
+//! Trust: only the pod's own controller reference comes from the review, and it is believed
+//! only when an object of that kind, name **and uid** is in the index (the API server's
+//! objects). Every level above comes from the indexed objects themselves, and the managed
+//! Secret's owner (and its ownerReference uid) is taken from there, never from the pod.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Client;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
-use crate::k8s::{api_error_message, Owner, WorkloadKind};
+use crate::index::owners::{OwnerRecord, Owners};
+use crate::k8s::{Owner, OwnerKind, WorkloadKind};
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading the pod's owner {kind} {name} failed: {}", api_error_message(.source))]
-pub struct WorkloadError {
-    pub kind: String,
-    pub name: String,
-    #[source]
-    pub source: Box<kube::Error>,
+pub enum WorkloadError {
+    #[error(
+        "the pod's owner {kind} {name} with uid {uid} does not exist as far as the Kubernetes API \
+         says (waited {waited_ms} ms for it); owners are verified by uid, so this review was refused \
+         before anything was fetched or written — if the workload was only just created, the API \
+         server retries; otherwise this review did not come from the API server"
+    )]
+    Unverified {
+        kind: String,
+        name: String,
+        uid: String,
+        waited_ms: u128,
+    },
+    #[error(
+        "the pod's controller {api_version} {kind} {name} is not a kind secret-injector can verify \
+         (ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob); pods created by other \
+         controllers cannot be injected"
+    )]
+    UnverifiableKind {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+    #[error("the pod's owner chain is deeper than {MAX_DEPTH} levels or loops at {kind} {name}")]
+    TooDeep { kind: String, name: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
-    /// The top-most owner we could identify, or the bare pod itself.
+    /// The top-most owner, verified, or the bare pod itself.
     pub owner: Owner,
     /// Owner name, or the pod's name for a bare pod (None when it only has generateName).
     pub name: Option<String>,
-    /// Annotations of the owner chain, top-most first (lower levels override).
+    /// `secret-injector.io/` annotations of the owner chain (lower levels override).
     pub annotations: BTreeMap<String, String>,
 }
 
 /// Maximum owner depth we follow (Pod → Job → CronJob is 2; guard against cycles).
 const MAX_DEPTH: usize = 4;
 
+/// The pod's owner chain, every level verified against `owners`. An owner not (yet) in the
+/// index is waited for up to `wait` (a new ReplicaSet's first pod can arrive before the
+/// watch event of the ReplicaSet); the caller's deadline bounds the whole call.
 pub async fn resolve(
-    client: &Client,
+    owners: &Owners,
     namespace: &str,
     pod: &Pod,
+    wait: Duration,
+    metrics: &Metrics,
 ) -> Result<Workload, WorkloadError> {
-    let mut next = controller_of(&pod.metadata);
-    let mut top: Option<OwnerReference> = None;
-    let mut levels: Vec<BTreeMap<String, String>> = Vec::new();
+    let Some(claimed) = controller_of(&pod.metadata) else {
+        return Ok(bare_pod(namespace, pod));
+    };
+    let Some(mut kind) = WorkloadKind::from_type(&claimed.api_version, &claimed.kind) else {
+        return Err(WorkloadError::UnverifiableKind {
+            api_version: claimed.api_version,
+            kind: claimed.kind,
+            name: claimed.name,
+        });
+    };
+    let mut name = claimed.name;
+    let mut uid = claimed.uid;
+    let mut records = Vec::new();
+    let give_up = Instant::now() + wait;
     for _ in 0..MAX_DEPTH {
-        let Some(reference) = next.take() else { break };
-        let meta = fetch_meta(client, namespace, &reference).await?;
-        top = Some(reference);
-        match meta {
-            Some(meta) => {
-                levels.push(meta.annotations.clone().unwrap_or_default());
-                next = controller_of(&meta);
+        let record = verified(owners, kind, namespace, &name, &uid, give_up, metrics).await?;
+        records.push(record.clone());
+        let top = Owner {
+            namespace: namespace.to_string(),
+            kind: OwnerKind::Known(kind),
+            name: name.clone(),
+            uid: Some(record.uid.to_string()),
+        };
+        let Some(next) = record.controller.clone() else {
+            return Ok(finish(top, &records));
+        };
+        match WorkloadKind::from_type(&next.api_version, &next.kind) {
+            Some(k) => {
+                kind = k;
+                name = next.name.to_string();
+                uid = next.uid.to_string();
             }
-            None => break,
+            // A controller of another kind (e.g. a Rollout owning the ReplicaSet): named by
+            // the API server's own object, so it is the owner as recorded there.
+            None => {
+                let top = Owner {
+                    namespace: namespace.to_string(),
+                    kind: OwnerKind::new(&next.api_version, &next.kind),
+                    name: next.name.to_string(),
+                    uid: Some(next.uid.to_string()),
+                };
+                return Ok(finish(top, &records));
+            }
         }
     }
+    Err(WorkloadError::TooDeep {
+        kind: kind.to_string(),
+        name,
+    })
+}
+
+fn finish(top: Owner, records: &[std::sync::Arc<OwnerRecord>]) -> Workload {
     let mut annotations = BTreeMap::new();
-    for level in levels.into_iter().rev() {
-        annotations.extend(level);
+    // Top-most first, so lower levels override.
+    for record in records.iter().rev() {
+        for (k, v) in record.annotations.iter() {
+            annotations.insert(k.to_string(), v.to_string());
+        }
     }
-    Ok(match top {
-        Some(r) => Workload {
-            name: Some(r.name.clone()),
-            owner: Owner::from_reference(namespace, &r),
-            annotations,
-        },
-        None => Workload {
-            owner: Owner::bare_pod(namespace, pod.metadata.name.as_deref().unwrap_or_default()),
-            name: pod.metadata.name.clone(),
-            annotations,
-        },
+    Workload {
+        name: Some(top.name.clone()),
+        owner: top,
+        annotations,
+    }
+}
+
+/// A pod without a controller: the pod itself, by its name or (not yet named) its
+/// generateName prefix, which always ends in `-` and so can never equal a real pod name.
+fn bare_pod(namespace: &str, pod: &Pod) -> Workload {
+    let name = pod
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    Workload {
+        owner: Owner::bare_pod(namespace, &name),
+        name: pod.metadata.name.clone().filter(|n| !n.is_empty()),
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// The indexed object of `kind`/`name` with exactly `uid`, waiting for the watch until
+/// `give_up` when it is not there (yet).
+async fn verified(
+    owners: &Owners,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    give_up: Instant,
+    metrics: &Metrics,
+) -> Result<std::sync::Arc<OwnerRecord>, WorkloadError> {
+    let matches = || owners.get(kind, namespace, name).filter(|r| &*r.uid == uid);
+    if let Some(record) = matches() {
+        return Ok(record);
+    }
+    let started = Instant::now();
+    if let Some(mut changes) = owners.changes(kind) {
+        loop {
+            if let Some(record) = matches() {
+                metrics.owner_wait("found");
+                info!(namespace, %kind, name, waited_ms = started.elapsed().as_millis(), "owner arrived in the index");
+                return Ok(record);
+            }
+            match tokio::time::timeout_at(give_up, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
+            }
+        }
+    }
+    metrics.owner_wait("denied");
+    warn!(namespace, %kind, name, uid, "owner not verified against the index; review refused");
+    Err(WorkloadError::Unverified {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        uid: uid.to_string(),
+        waited_ms: started.elapsed().as_millis(),
     })
 }
 
@@ -75,23 +198,4 @@ fn controller_of(meta: &ObjectMeta) -> Option<OwnerReference> {
         .find(|r| r.controller == Some(true))
         .or_else(|| refs.first())
         .cloned()
-}
-
-/// The owner's metadata, or None for kinds we do not read (custom controllers) or owners
-/// that are already gone; those end the chain.
-async fn fetch_meta(
-    client: &Client,
-    namespace: &str,
-    r: &OwnerReference,
-) -> Result<Option<ObjectMeta>, WorkloadError> {
-    let Some(kind) = WorkloadKind::from_type(&r.api_version, &r.kind) else {
-        return Ok(None);
-    };
-    kind.get_meta(client, namespace, &r.name)
-        .await
-        .map_err(|source| WorkloadError {
-            kind: r.kind.clone(),
-            name: r.name.clone(),
-            source: Box::new(source),
-        })
 }

@@ -52,8 +52,7 @@ async fn post(router: &axum::Router, body: Vec<u8>) -> (u16, Value) {
 
 /// The payments namespace with a SecretStore whose server is `vault_addr`, and the pod's owners.
 fn seed(standin: &StandIn, vault_addr: &str) {
-    standin
-        .seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}}));
+    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"secret-injector.io/inject": "enabled"}}}));
     standin.seed(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "payments-api", "namespace": "payments"}}));
     standin.seed(
         json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "SecretStore",
@@ -90,7 +89,22 @@ async fn fixtures_that_need_no_injection_are_allowed_without_api_calls() {
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(body["kind"], "AdmissionReview");
     }
-    assert_eq!(standin.total_requests(), 0, "{:?}", standin.counts());
+    assert_eq!(
+        requests_beyond_watches(&standin),
+        0,
+        "{:?}",
+        standin.counts()
+    );
+}
+
+/// Requests other than the index's lists and watches.
+fn requests_beyond_watches(standin: &StandIn) -> u64 {
+    standin
+        .counts()
+        .iter()
+        .filter(|((verb, _), _)| verb != "list" && verb != "watch")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 #[tokio::test]
@@ -239,18 +253,38 @@ async fn owner_chains_name_the_secret_and_contribute_annotations() {
         patch_text(&sts)
     );
 
-    // An owner kind we do not read (a custom controller) still names the Secret, without a GET.
+    // A controller above a verified ReplicaSet, of a kind we do not read (a Rollout), names
+    // the Secret as the API server's ReplicaSet records it, without a GET.
+    standin.seed(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "checkout-5d8f", "namespace": "payments",
+        "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "checkout", "uid": "u-1", "controller": true}]}, "spec": {"selector": {}}}));
+    let rs_uid = standin
+        .object("replicasets", Some("payments"), "checkout-5d8f")
+        .unwrap()["metadata"]["uid"]
+        .clone();
     standin.reset_counts();
+    let rollout = dry_run_owned_by(&router, json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-5d8f", "uid": rs_uid, "controller": true}), pod_annotations.clone()).await;
+    assert!(patch_text(&rollout).contains(r#""name":"checkout-injected""#));
+    // A pod claiming such a controller directly cannot be verified: denied, no request made.
     let custom = dry_run_owned_by(&router, json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "checkout", "uid": "u-1", "controller": true}), pod_annotations).await;
-    assert!(patch_text(&custom).contains(r#""name":"checkout-injected""#));
-    assert_eq!(standin.count("get", "rollouts"), 0);
+    assert_eq!(custom["allowed"], false);
+    assert!(custom["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("is not a kind secret-injector can verify"));
+    // Only the (cold) managed-Secret lookup went to the API server; no owner was read.
+    assert_eq!(
+        requests_beyond_watches(&standin),
+        standin.count("get", "secrets"),
+        "{:?}",
+        standin.counts()
+    );
 }
 
 #[tokio::test]
 async fn cluster_store_conditions_select_namespaces_by_name_or_label() {
     let standin = StandIn::start().await;
     seed(&standin, "https://127.0.0.1:9");
-    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"team": "payments", "tier": "pci"}}}));
+    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"team": "payments", "tier": "pci", "secret-injector.io/inject": "enabled"}}}));
     let store = |name: &str, conditions: Value| {
         json!({"apiVersion": "secret-injector.io/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": name},
             "spec": {"provider": {"vault": {"server": "https://127.0.0.1:9", "path": "secret", "auth": {"kubernetes": {"role": "r", "audiences": ["vault"]}}}},
@@ -286,4 +320,64 @@ async fn cluster_store_conditions_select_namespaces_by_name_or_label() {
                 .contains("does not allow namespace payments"));
         }
     }
+}
+
+#[tokio::test]
+async fn an_owner_that_reaches_the_index_just_after_its_pod_is_waited_for() {
+    let standin = StandIn::start().await;
+    seed(&standin, "https://127.0.0.1:9");
+    let metrics = Metrics::new();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ctx = Arc::new(Context::new(
+        standin.client(),
+        ContextConfig {
+            endpoints: EndpointPolicy::with_vault(&["https://127.0.0.1:*"]),
+            ..ContextConfig::default()
+        },
+        metrics.clone(),
+        DigestKey::random(),
+    ));
+    ctx.index().wait_until_synced().await;
+    let router = secret_injector::server::router(ctx);
+    let annotations =
+        json!({"secret-injector.io/store": "vault-backend", "secret-injector.io/env.A": "x/y#a"});
+    let uid = "7a000000-0000-4000-8000-00000000f00d";
+    // The ReplicaSet controller's pod can reach the webhook before the ReplicaSet's watch
+    // event reaches the index: the ReplicaSet is created 300 ms after the review arrives.
+    let d_uid = standin
+        .object("deployments", Some("payments"), "payments-api")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "payments-api-55d9", "namespace": "payments", "uid": uid,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "payments-api", "uid": d_uid, "controller": true}]},
+        "spec": {"selector": {}}});
+    let pending = dry_run_owned_by(
+        &router,
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-55d9", "uid": uid, "controller": true}),
+        annotations.clone(),
+    );
+    let seed_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        standin.seed(rs);
+    };
+    let (response, ()) = tokio::join!(pending, seed_later);
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(patch_text(&response).contains(r#""name":"payments-api-injected""#));
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"secret_injector_owner_index_waits_total{result="found"} 1"#),
+        "{text}"
+    );
+
+    // One that never arrives: denied after the wait, naming the uid.
+    let started = Instant::now();
+    let response = dry_run_owned_by(&router, json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-api-55d9", "uid": "not-the-uid", "controller": true}), annotations).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ReplicaSet payments-api-55d9 with uid not-the-uid does not exist"),
+        "{message}"
+    );
 }

@@ -516,6 +516,7 @@ async fn client_certificate_is_required_with_client_ca_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_byte_name_is_a_clean_denial() {
     let standin = StandIn::start().await;
+    standin.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"secret-injector.io/inject": "enabled"}}}));
     let webhook = start_webhook(&standin, &[]).await;
     let name = "漢".repeat(100);
     assert_eq!(name.len(), 300);

@@ -49,21 +49,27 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn router() -> axum::Router {
+/// The router against a stand-in API with the opted-in namespace `payments` and nothing else
+/// (no stores, no owners): reviews are decided by their annotations and the trust checks.
+/// Keep the StandIn alive as long as the router.
+async fn router() -> (axum::Router, k8s_standin::StandIn) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kube = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
-    let client = kube::Client::try_from(kube).unwrap();
+    let api = k8s_standin::StandIn::start().await;
+    api.seed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"secret-injector.io/inject": "enabled"}}}));
     let ctx = Arc::new(Context::new(
-        client,
+        api.client(),
         ContextConfig {
             deadline: Duration::from_secs(2),
             endpoints: EndpointPolicy::with_vault(&["https://vault.example:8200"]),
+            // Nothing arrives later here: do not wait for owners or stores.
+            owner_wait: Duration::ZERO,
+            store_wait: Duration::ZERO,
             ..ContextConfig::default()
         },
         Metrics::new(),
         DigestKey::random(),
     ));
-    secret_injector::server::router(ctx)
+    (secret_injector::server::router(ctx), api)
 }
 
 async fn post(router: &axum::Router, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -369,7 +375,7 @@ const REVIEW_WORDS: &[&str] = &[
 #[test]
 fn admission_review_decoding_never_panics() {
     let rt = rt();
-    let router = rt.block_on(async { router() });
+    let (router, _api) = rt.block_on(router());
     // Raw bytes and JSON of the right vocabulary but arbitrary shape.
     let bodies = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..512),
@@ -399,7 +405,7 @@ fn admission_review_decoding_never_panics() {
 #[test]
 fn annotated_reviews_through_the_router_deny_by_annotation() {
     let rt = rt();
-    let router = rt.block_on(async { router() });
+    let (router, _api) = rt.block_on(router());
     runner(192)
         .run(&(annotations(), text(300)), |(annotations, name)| {
             let review = pod_review(&name, &annotations, json!({}));
@@ -426,7 +432,7 @@ fn annotated_reviews_through_the_router_deny_by_annotation() {
 #[test]
 fn multi_byte_300_byte_name_is_a_clean_denial() {
     let rt = rt();
-    let router = rt.block_on(async { router() });
+    let (router, _api) = rt.block_on(router());
     let name = "漢".repeat(100);
     assert_eq!(name.len(), 300);
     let annotations = BTreeMap::from([

@@ -16,6 +16,23 @@ pub enum InjectError {
     NoObject,
     #[error("the AdmissionRequest has no namespace")]
     NoNamespace,
+    #[error(
+        "namespace {0} is never injected (the webhook's own namespace and kube-system, kube-public \
+         and kube-node-lease are excluded); nothing was fetched or written"
+    )]
+    ExcludedNamespace(String),
+    #[error(
+        "namespace {0} is not labelled secret-injector.io/inject=enabled, so secret-injector does \
+         not inject there; nothing was fetched or written. Label the namespace to opt in (if it is \
+         labelled, this review did not come from the API server)"
+    )]
+    NotOptedIn(String),
+    #[error(
+        "this bare pod has only metadata.generateName, so its managed Secret cannot be named after \
+         it; set the annotation secret-injector.io/secret-name (or give the pod a fixed \
+         metadata.name, or run it from a Deployment, StatefulSet, DaemonSet or Job)"
+    )]
+    UnnamedBarePod,
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -62,6 +79,8 @@ impl InjectError {
     pub fn kind(&self) -> &'static str {
         match self {
             InjectError::NoObject | InjectError::NoNamespace => "bad_request",
+            InjectError::ExcludedNamespace(_) | InjectError::NotOptedIn(_) => "namespace",
+            InjectError::UnnamedBarePod => "annotation",
             InjectError::Spec(_) => "annotation",
             InjectError::Workload(_) => "owner",
             InjectError::Store(_) => "store",

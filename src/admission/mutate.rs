@@ -24,6 +24,7 @@ use crate::store::ResolvedStore;
 #[derive(Clone, Copy)]
 #[repr(u8)]
 enum Stage {
+    Index,
     Owner,
     Store,
     ManagedSecret,
@@ -34,10 +35,11 @@ enum Stage {
 impl Stage {
     fn describe(v: u8) -> &'static str {
         match v {
-            0 => "reading the pod's owner",
-            1 => "reading the SecretStore",
-            2 => "reading the managed Secret",
-            3 => "fetching from the secret backend",
+            0 => "waiting for the first sync of the index of namespaces, stores and owners",
+            1 => "verifying the pod's owner",
+            2 => "reading the SecretStore",
+            3 => "reading the managed Secret",
+            4 => "fetching from the secret backend",
             _ => "writing the managed Secret",
         }
     }
@@ -62,7 +64,7 @@ pub async fn mutate(
     if !spec::wants_injection(&pod_annotations) {
         return Ok(None);
     }
-    let stage = AtomicU8::new(Stage::Owner as u8);
+    let stage = AtomicU8::new(Stage::Index as u8);
     let deadline = ctx.config().deadline;
     match tokio::time::timeout(deadline, run(ctx, pod, namespace, dry_run, &stage)).await {
         Ok(result) => result,
@@ -84,7 +86,24 @@ async fn run(
     stage: &AtomicU8,
 ) -> Result<Option<Mutation>, InjectError> {
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
+    // Trust checks first: nothing below (TokenRequest, backend call, Secret write) happens for
+    // a review whose claims the API server's own objects do not back.
+    ctx.index().wait_until_synced().await;
+    if ctx.is_excluded_namespace(namespace) {
+        return Err(InjectError::ExcludedNamespace(namespace.to_string()));
+    }
+    if ctx.index().opted_in(namespace).is_none() {
+        return Err(InjectError::NotOptedIn(namespace.to_string()));
+    }
+    set_stage(Stage::Owner);
     let workload = ctx.owner_chain(namespace, pod).await?;
+    if workload.name.is_none() {
+        let pod_annotations = pod.metadata.annotations.as_ref();
+        let has = |k: &str| pod_annotations.is_some_and(|a| a.contains_key(k));
+        if !has(spec::ANN_SECRET_NAME) && !has(spec::ANN_EXTERNAL_SECRETS) {
+            return Err(InjectError::UnnamedBarePod);
+        }
+    }
     let Some(plan::Planned { spec, patch }) = plan::plan(
         pod,
         workload.name.as_deref(),
@@ -97,9 +116,13 @@ async fn run(
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
+    let give_up = tokio::time::Instant::now() + ctx.config().store_wait;
     for item in &spec.items {
         if !stores.contains_key(&item.store) {
-            let resolved = ctx.resolve_store_cached(namespace, &item.store).await?;
+            let resolved = ctx
+                .index()
+                .resolve_store_waiting(namespace, &item.store, give_up)
+                .await?;
             stores.insert(item.store.clone(), resolved);
         }
     }

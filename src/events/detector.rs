@@ -19,6 +19,9 @@
 //! `pod-template-hash`/`controller-revision-hash` label), or per bare pod, on the top of the
 //! owner chain; the same key is never reported twice while remembered (bounded).
 
+use std::sync::Arc;
+
+use crate::index::Owners;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
@@ -57,6 +60,7 @@ pub struct DetectorConfig {
 /// Run the detector while this replica leads.
 pub async fn run(
     client: Client,
+    index_owners: Arc<Owners>,
     publisher: Publisher,
     metrics: Metrics,
     config: DetectorConfig,
@@ -70,6 +74,7 @@ pub async fn run(
     crate::leader::run_while_leading("missed-injection detector", leading, shutdown, || {
         Detector::new(
             client.clone(),
+            index_owners.clone(),
             publisher.clone(),
             metrics.clone(),
             config.clone(),
@@ -96,6 +101,8 @@ struct Resolved {
 
 struct Detector {
     client: Client,
+    /// The owner index: owner chains come from it, never from a GET.
+    index_owners: Arc<Owners>,
     owners: Cache<String, Resolved>,
     publisher: Publisher,
     metrics: Metrics,
@@ -109,9 +116,16 @@ struct Detector {
 }
 
 impl Detector {
-    fn new(client: Client, publisher: Publisher, metrics: Metrics, config: DetectorConfig) -> Self {
+    fn new(
+        client: Client,
+        index_owners: Arc<Owners>,
+        publisher: Publisher,
+        metrics: Metrics,
+        config: DetectorConfig,
+    ) -> Self {
         Self {
             client,
+            index_owners,
             owners: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(300))
@@ -310,9 +324,15 @@ impl Detector {
             },
             ..Default::default()
         };
-        let workload = crate::workload::resolve(&self.client, &pod.namespace, &meta_only)
-            .await
-            .ok()?;
+        let workload = crate::workload::resolve(
+            &self.index_owners,
+            &pod.namespace,
+            &meta_only,
+            Duration::ZERO,
+            &self.metrics,
+        )
+        .await
+        .ok()?;
         let r = Resolved {
             regarding: super::worker::reference(&workload.owner),
             opted_out: workload.annotations.get(ANN_INJECT).map(|v| v.trim()) == Some("false"),

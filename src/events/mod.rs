@@ -137,10 +137,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// Start the worker (needs a Tokio runtime).
-    pub fn spawn(client: Client, metrics: Metrics, config: EventsConfig) -> Publisher {
+    pub fn spawn(
+        client: Client,
+        owners: std::sync::Arc<crate::index::Owners>,
+        metrics: Metrics,
+        config: EventsConfig,
+    ) -> Publisher {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let admission = config.admission;
-        tokio::spawn(worker::run(client, metrics.clone(), config, rx));
+        tokio::spawn(worker::run(client, owners, metrics.clone(), config, rx));
         Publisher {
             tx: Some(tx),
             admission,

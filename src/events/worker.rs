@@ -22,12 +22,13 @@ use crate::metrics::Metrics;
 
 pub(super) async fn run(
     client: Client,
+    owners: std::sync::Arc<crate::index::Owners>,
     metrics: Metrics,
     config: EventsConfig,
     mut rx: mpsc::Receiver<Report>,
 ) {
     let mut worker = Worker {
-        resolver: Resolver::new(client.clone()),
+        resolver: Resolver::new(owners, metrics.clone()),
         aggregator: Aggregator::new(config.limits.clone(), Instant::now()),
         instance: crate::spec::truncate_utf8(&config.instance, 128).to_string(),
         client,
@@ -176,14 +177,16 @@ fn event_name(regarding: &ObjectReference, now: Timestamp) -> String {
 /// ReplicaSet/Job/…, however many of its pods are reported. When the chain cannot be read
 /// the pod's own controller is referenced.
 struct Resolver {
-    client: Client,
+    owners: std::sync::Arc<crate::index::Owners>,
+    metrics: Metrics,
     cache: Cache<String, ObjectReference>,
 }
 
 impl Resolver {
-    fn new(client: Client) -> Self {
+    fn new(owners: std::sync::Arc<crate::index::Owners>, metrics: Metrics) -> Self {
         Self {
-            client,
+            owners,
+            metrics,
             cache: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(600))
@@ -208,7 +211,15 @@ impl Resolver {
             },
             ..Default::default()
         };
-        let owner = match crate::workload::resolve(&self.client, &pod.namespace, &meta_only).await {
+        let owner = match crate::workload::resolve(
+            &self.owners,
+            &pod.namespace,
+            &meta_only,
+            std::time::Duration::ZERO,
+            &self.metrics,
+        )
+        .await
+        {
             Ok(w) => w.owner,
             Err(_) => Owner::from_reference(&pod.namespace, controller),
         };

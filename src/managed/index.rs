@@ -1,5 +1,5 @@
 //! One watch of the managed Secrets (label-selected, metadata only, managedFields dropped),
-//! kept on every replica. It answers warm admissions from memory and feeds the refresher's
+//! kept on every replica as part of the [`crate::index::Index`]. It answers warm admissions from memory and feeds the refresher's
 //! work list, so there is a single watch for both.
 
 use std::collections::VecDeque;
@@ -79,6 +79,15 @@ impl ManagedIndex {
     /// The indexed metadata of one Secret.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<SecretMeta>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Managed Secrets indexed.
+    pub fn len(&self) -> usize {
+        self.store.state().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Resolves once the first list has been applied.

@@ -169,3 +169,36 @@ fn merge(current: Secret, mut desired: Secret) -> Secret {
     desired.metadata.annotations = Some(annotations);
     desired
 }
+
+/// Adopt a bare pod's Secret: it was recorded at admission before the pod had a uid (and, with
+/// `generateName`, a name); now that the pod exists, record the pod's real name and set the
+/// ownerReference to its uid, so the garbage collector removes the Secret with the pod. The
+/// data is kept as it is. Fenced like every refresher write: the Secret must still be
+/// `version` and ours for `target` (as recorded), else nothing is written.
+pub async fn adopt(
+    api: &Api<Secret>,
+    target: &Target,
+    version: &str,
+    pod: &crate::k8s::Owner,
+    metrics: &Metrics,
+) -> Result<WriteOutcome, ManagedError> {
+    let Some(Existing::Ours { secret, .. }) = fenced(api, target, version).await? else {
+        return Ok(WriteOutcome::Superseded);
+    };
+    let mut secret = *secret;
+    let mut record = target.record.clone();
+    record.owner = pod.clone();
+    let mut annotations = secret.metadata.annotations.take().unwrap_or_default();
+    annotations.extend(record.annotations());
+    secret.metadata.annotations = Some(annotations);
+    secret.metadata.owner_references = pod.owner_reference().map(|r| vec![r]);
+    secret.metadata.managed_fields = None;
+    match api.replace(&target.name, &post_params(), &secret).await {
+        Ok(written) => {
+            metrics.secret_write("adopt");
+            Ok(WriteOutcome::Updated(written.metadata.resource_version))
+        }
+        Err(e) if is_status(&e, 409) => Ok(WriteOutcome::Superseded),
+        Err(e) => Err(ManagedError::api(&target.name, e)),
+    }
+}

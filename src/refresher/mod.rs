@@ -7,6 +7,7 @@
 //! the keyed digest says whether a fetched value differs — so no Secret data is held in
 //! memory and nothing polls the API.
 
+pub mod adopt;
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
@@ -47,6 +48,9 @@ pub struct RefresherConfig {
     /// The operator's floor for refresh intervals (also applied to Secrets recorded earlier).
     pub min_interval: Duration,
 }
+
+/// How soon a bare pod's Secret is looked at again while its pod has not adopted it.
+const ADOPTION_RETRY: Duration = Duration::from_secs(2);
 
 /// A managed Secret in the work list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,7 +241,9 @@ impl Refresher {
                     entry.rerun |= forced;
                     return;
                 }
-                if tracked.record.refresh_interval.is_zero() {
+                if adopt::needs_adoption(&tracked) && !self.queue.is_scheduled(&key) {
+                    self.queue.schedule(key, now + ADOPTION_RETRY);
+                } else if tracked.record.refresh_interval.is_zero() {
                     if forced {
                         self.queue.schedule(key, now);
                     } else {
@@ -258,8 +264,11 @@ impl Refresher {
                 }
             }
             None => {
-                // refreshInterval 0 means "fetch once": never scheduled (force-sync still works).
-                if !tracked.record.refresh_interval.is_zero() {
+                // refreshInterval 0 means "fetch once": never scheduled (force-sync still works),
+                // except that a bare pod's Secret is looked at until its pod adopts it.
+                if adopt::needs_adoption(&tracked) {
+                    self.queue.schedule(key.clone(), now + ADOPTION_RETRY);
+                } else if !tracked.record.refresh_interval.is_zero() {
                     let delay = schedule::first_delay(
                         tracked
                             .record
@@ -364,6 +373,15 @@ impl Refresher {
                 // Our own write: the next refresh is fenced on the version we produced.
                 entry.tracked.resource_version = resource_version.unwrap_or_default();
                 self.on_changed(&tracked).await;
+            }
+            Ok(Refreshed::Adopted(resource_version)) => {
+                entry.failures = 0;
+                entry.tracked.resource_version = resource_version.unwrap_or_default();
+                info!(namespace = %key.namespace, name = %key.name, "bare pod's Secret adopted by its pod");
+            }
+            Ok(Refreshed::AwaitingPod) => {
+                self.queue.schedule(key, now + ADOPTION_RETRY);
+                return;
             }
             Ok(Refreshed::Orphaned) => {
                 info!(namespace = %key.namespace, name = %key.name, owner = %tracked.record.owner, "owner gone: managed Secret deleted");

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client};
 
+use super::adopt::{self, PodState};
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::k8s::{api_error_message, is_status, WorkloadKind};
@@ -49,7 +50,7 @@ impl Tracked {
         })
     }
 
-    fn target(&self) -> Target {
+    pub fn target(&self) -> Target {
         Target {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -66,6 +67,10 @@ pub enum Refreshed {
     Updated(Option<String>),
     /// The owner is gone: the Secret was deleted.
     Orphaned,
+    /// A bare pod's Secret now names its pod (ownerReference set); the new resourceVersion.
+    Adopted(Option<String>),
+    /// A bare pod's Secret whose pod has not appeared yet (within the grace period).
+    AwaitingPod,
 }
 
 /// A refresh that did not. Every variant maps to a fixed metric label.
@@ -80,12 +85,6 @@ pub enum RefreshError {
     SystemNamespace(String),
     #[error("namespace {0} is not labelled {ANN_INJECT}=enabled")]
     NotOptedIn(String),
-    #[error("reading namespace {namespace}: {}", api_error_message(.source))]
-    Namespace {
-        namespace: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("checking the owner {owner}: {}", api_error_message(.source))]
     Owner {
         owner: String,
@@ -108,8 +107,7 @@ impl RefreshError {
         match self {
             RefreshError::Superseded => "superseded",
             RefreshError::SystemNamespace(_) | RefreshError::NotOptedIn(_) => "skipped",
-            RefreshError::Namespace { .. }
-            | RefreshError::Owner { .. }
+            RefreshError::Owner { .. }
             | RefreshError::DeleteOrphan(_)
             | RefreshError::Store(_)
             | RefreshError::Fetch(_)
@@ -130,6 +128,8 @@ impl Refreshed {
             Refreshed::Unchanged => "unchanged",
             Refreshed::Updated(_) => "updated",
             Refreshed::Orphaned => "orphaned",
+            Refreshed::Adopted(_) => "adopted",
+            Refreshed::AwaitingPod => "awaiting_pod",
         }
     }
 }
@@ -138,40 +138,67 @@ pub type Outcome = Result<Refreshed, RefreshError>;
 
 pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -> Outcome {
     let client = ctx.client();
+    let index = ctx.index();
+    // Every check below reads the watch-fed index; it must have seen the cluster once.
+    index.wait_until_synced().await;
     // A labelled Secret alone is not a request: anyone who can write Secrets could forge one.
     // Act only where the namespace opted in, like the webhook's namespaceSelector (which also
-    // never covers the system namespaces).
-    if matches!(
-        tracked.namespace.as_str(),
-        "kube-system" | "kube-node-lease" | "kube-public"
-    ) {
+    // never covers the system namespaces or the webhook's own).
+    if ctx.is_excluded_namespace(&tracked.namespace) {
         return Err(RefreshError::SystemNamespace(tracked.namespace.clone()));
     }
-    match opted_in(client, &tracked.namespace).await {
-        Ok(true) => {}
-        Ok(false) => return Err(RefreshError::NotOptedIn(tracked.namespace.clone())),
-        Err(source) => {
-            return Err(RefreshError::Namespace {
-                namespace: tracked.namespace.clone(),
-                source,
-            })
-        }
+    if index.opted_in(&tracked.namespace).is_none() {
+        return Err(RefreshError::NotOptedIn(tracked.namespace.clone()));
     }
-    let gone = owner_gone(client, tracked, orphan_grace)
-        .await
-        .map_err(|source| RefreshError::Owner {
-            owner: tracked.record.owner.reference(),
-            source,
-        })?;
+    let owner_err = |source| RefreshError::Owner {
+        owner: tracked.record.owner.reference(),
+        source,
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), &tracked.namespace);
+    let gone = match tracked.record.owner.kind.known() {
+        // Owners of kinds we do not read (custom controllers): left to the garbage collector.
+        None => false,
+        Some(WorkloadKind::Pod) => {
+            match adopt::bare_pod(client, tracked, orphan_grace)
+                .await
+                .map_err(owner_err)?
+            {
+                PodState::Present => false,
+                PodState::Gone => true,
+                PodState::Awaiting => return Ok(Refreshed::AwaitingPod),
+                PodState::Adopt(pod) => {
+                    let version = &tracked.resource_version;
+                    return match managed::adopt(
+                        &api,
+                        &tracked.target(),
+                        version,
+                        &pod,
+                        ctx.metrics(),
+                    )
+                    .await?
+                    {
+                        WriteOutcome::Updated(v) => Ok(Refreshed::Adopted(v)),
+                        _ => Err(RefreshError::Superseded),
+                    };
+                }
+            }
+        }
+        // From the index: gone when absent, or present under a new uid (same name, new object).
+        Some(kind) => {
+            let owner = &tracked.record.owner;
+            match index.owners().get(kind, &tracked.namespace, &owner.name) {
+                None => true,
+                Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+            }
+        }
+    };
     if gone {
         delete(client, tracked)
             .await
             .map_err(RefreshError::DeleteOrphan)?;
         return Ok(Refreshed::Orphaned);
     }
-    let store = ctx
-        .resolve_store(&tracked.namespace, &tracked.record.source.store_ref)
-        .await?;
+    let store = ctx.resolve_store(&tracked.namespace, &tracked.record.source.store_ref)?;
     let identity = PodIdentity {
         namespace: tracked.namespace.clone(),
         service_account: tracked.record.service_account.clone(),
@@ -183,7 +210,6 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
     if tracked.data_hmac.as_deref() == Some(ctx.digest_key().digest(&data).as_str()) {
         return Ok(Refreshed::Unchanged);
     }
-    let api: Api<Secret> = Api::namespaced(client.clone(), &tracked.namespace);
     let fence = Fence::Version(tracked.resource_version.clone());
     match managed::write(
         &api,
@@ -202,38 +228,6 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
     }
 }
 
-async fn owner_gone(
-    client: &Client,
-    tracked: &Tracked,
-    grace: Duration,
-) -> Result<bool, kube::Error> {
-    let owner = &tracked.record.owner;
-    let Some(kind) = owner.kind.known() else {
-        // Owners of kinds we do not read (custom controllers): leave them to the garbage collector.
-        return Ok(false);
-    };
-    let meta = kind
-        .get_meta(client, &tracked.namespace, &owner.name)
-        .await?;
-    if kind == WorkloadKind::Pod {
-        // A bare pod's uid did not exist at admission; its Secret goes once no pod of that
-        // name exists and the grace period (for pods still being created) has passed.
-        let old_enough = tracked.created.is_none_or(|c| {
-            Timestamp::now().duration_since(c)
-                > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
-        });
-        return Ok(meta.is_none() && old_enough);
-    }
-    Ok(
-        match (meta.map(|m| m.uid.unwrap_or_default()), &owner.uid) {
-            (None, _) => true,
-            // Same name, new object: the Secret belonged to the old one.
-            (Some(current), Some(recorded)) => current != *recorded,
-            (Some(_), None) => false,
-        },
-    )
-}
-
 async fn delete(client: &Client, tracked: &Tracked) -> Result<(), kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &tracked.namespace);
     let params = DeleteParams {
@@ -248,13 +242,4 @@ async fn delete(client: &Client, tracked: &Tracked) -> Result<(), kube::Error> {
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-async fn opted_in(client: &Client, namespace: &str) -> Result<bool, kube::Error> {
-    let ns = Api::<Namespace>::all(client.clone())
-        .get_opt(namespace)
-        .await?;
-    Ok(ns
-        .and_then(|n| n.metadata.labels)
-        .is_some_and(|l| l.get(ANN_INJECT).map(String::as_str) == Some("enabled")))
 }

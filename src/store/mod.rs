@@ -7,9 +7,7 @@ pub mod status;
 pub mod types;
 mod validate;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::core::{Selector, SelectorExt};
-use kube::{Api, Client};
 
 /// The operator's endpoint allowlist is the providers' (they enforce it).
 pub use crate::provider::policy::{
@@ -21,7 +19,7 @@ pub use validate::{validate_conditions, validate_provider, validate_store, Verdi
 /// Provider types that store users name through this module.
 pub use crate::provider::{FieldError, ProviderConfig, ResolvedStore, Validated};
 
-use crate::spec::{StoreKind, StoreRef};
+use crate::spec::StoreRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,92 +62,9 @@ fn join(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-pub async fn resolve(
-    client: &Client,
-    namespace: &str,
-    reference: &StoreRef,
-    endpoints: &EndpointPolicy,
-) -> Result<ResolvedStore, StoreError> {
-    let api_err = |source: kube::Error| match &source {
-        // A 404 without an object name is the API server not knowing the resource at all.
-        kube::Error::Api(status)
-            if status.code == 404
-                && status.details.as_ref().is_none_or(|d| d.name.is_empty())
-                && status
-                    .message
-                    .contains("could not find the requested resource") =>
-        {
-            StoreError::CrdMissing {
-                reference: reference.clone(),
-            }
-        }
-        kube::Error::Api(status) if status.code == 404 => StoreError::NotFound {
-            reference: reference.clone(),
-            namespace: namespace.to_string(),
-        },
-        _ => StoreError::Api {
-            reference: reference.clone(),
-            source: Box::new(source),
-        },
-    };
-    let (provider, uid) = match reference.kind {
-        StoreKind::SecretStore => {
-            let store = Api::<SecretStore>::namespaced(client.clone(), namespace)
-                .get(&reference.name)
-                .await
-                .map_err(api_err)?;
-            (store.spec.provider, store.metadata.uid)
-        }
-        StoreKind::ClusterSecretStore => {
-            let store = Api::<ClusterSecretStore>::all(client.clone())
-                .get(&reference.name)
-                .await
-                .map_err(api_err)?;
-            if !namespace_allowed(client, namespace, &store.spec.conditions)
-                .await
-                .map_err(|source| StoreError::Api {
-                    reference: reference.clone(),
-                    source: Box::new(source),
-                })?
-            {
-                return Err(StoreError::NotAllowed {
-                    reference: reference.clone(),
-                    namespace: namespace.to_string(),
-                });
-            }
-            (store.spec.provider, store.metadata.uid)
-        }
-    };
-    let validated =
-        validate_provider(&provider, endpoints).map_err(|errors| StoreError::Invalid {
-            reference: reference.clone(),
-            errors,
-        })?;
-    Ok(ResolvedStore {
-        reference: reference.clone(),
-        uid,
-        config: validated.config,
-    })
-}
-
-/// ESO semantics: no conditions ⇒ every namespace; otherwise any matching condition admits.
-/// The Namespace is read only when a condition has a selector.
-async fn namespace_allowed(
-    client: &Client,
-    namespace: &str,
-    conditions: &[ClusterStoreCondition],
-) -> Result<bool, kube::Error> {
-    if let Some(decided) = conditions_allow(namespace, None, conditions) {
-        return Ok(decided);
-    }
-    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
-    let labels = ns.metadata.labels.unwrap_or_default();
-    Ok(conditions_allow(namespace, Some(&labels), conditions).unwrap_or(false))
-}
-
-/// Whether a ClusterSecretStore's `conditions` admit `namespace` (ESO semantics, see
-/// [`resolve`]). `labels` are the Namespace's; `None` when not known, and then the answer is
-/// `None` if only a selector could decide. Pure: shared with `secret-injector render`.
+/// Whether a ClusterSecretStore's `conditions` admit `namespace` (ESO semantics: no
+/// conditions ⇒ every namespace; otherwise any matching condition admits). `labels` are the Namespace's; `None` when not known, and then the answer is
+/// `None` if only a selector could decide. Pure: shared by the index (admission, refresher) and `secret-injector render`.
 pub fn conditions_allow(
     namespace: &str,
     labels: Option<&std::collections::BTreeMap<String, String>>,

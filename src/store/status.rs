@@ -3,19 +3,20 @@
 //! use) or `Unreachable` (the provider's probe, which needs no identity: Vault `sys/health`,
 //! an HTTPS request to the AWS endpoint). The probe runs only after the allowlist check passed, so status
 //! checks cannot be used to reach addresses the operator has not allowed.
+//!
+//! The stores come from the shared watch-fed index (`crate::index`), not from watches of
+//! their own: a pass runs when the index changes and every `--store-check-interval`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -29,10 +30,17 @@ pub const REASON_VALID: &str = "Valid";
 pub const REASON_INVALID: &str = "InvalidConfig";
 pub const REASON_UNREACHABLE: &str = "Unreachable";
 
+/// Every store as `(kind, object)`, from the shared index.
+pub type StoreSnapshot = Arc<dyn Fn() -> Vec<(&'static str, Arc<Value>)> + Send + Sync>;
+
 pub struct StatusContext {
     pub client: Client,
     pub endpoints: EndpointPolicy,
     pub interval: Duration,
+    /// The stores as the shared watch-fed index has them (no watch of its own).
+    pub stores: StoreSnapshot,
+    /// Change signals of the index's store maps.
+    pub changes: Vec<watch::Receiver<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,127 +79,137 @@ pub async fn evaluate(
     }
 }
 
-fn ready_condition<K>(obj: &K) -> Option<StoreCondition>
-where
-    K: Resource + serde::Serialize,
-{
-    let value = serde_json::to_value(obj).ok()?;
-    let status: SecretStoreStatus = serde_json::from_value(value.get("status")?.clone()).ok()?;
+fn ready_condition(object: &Value) -> Option<StoreCondition> {
+    let status: SecretStoreStatus = serde_json::from_value(object.get("status")?.clone()).ok()?;
     status.conditions.into_iter().find(|c| c.type_ == READY)
 }
 
-/// The two store kinds differ only in scope.
-trait StoreObject:
-    Resource<DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + serde::Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    fn api_for(client: Client, namespace: Option<&str>) -> Api<Self>;
+fn meta<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.pointer(&format!("/metadata/{field}"))?.as_str()
 }
 
-impl StoreObject for SecretStore {
-    fn api_for(client: Client, namespace: Option<&str>) -> Api<Self> {
-        Api::namespaced(client, namespace.unwrap_or_default())
-    }
-}
-
-impl StoreObject for ClusterSecretStore {
-    fn api_for(client: Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
-}
-
-async fn reconcile<K: StoreObject>(
-    obj: Arc<K>,
-    ctx: Arc<StatusContext>,
-) -> Result<Action, StatusError> {
-    let kind = K::kind(&()).to_string();
-    let value = serde_json::to_value(obj.as_ref()).map_err(|e| StatusError(e.to_string()))?;
-    let (ready, reason, message) = evaluate(&kind, &value, &ctx.endpoints).await;
+/// Evaluate one store and write its Ready condition when it changed; the resourceVersion of
+/// the object afterwards.
+async fn reconcile(
+    kind: &'static str,
+    object: &Value,
+    ctx: &StatusContext,
+) -> Result<Option<String>, StatusError> {
+    let name = meta(object, "name").unwrap_or_default();
+    let namespace = meta(object, "namespace");
+    let (ready, reason, message) = evaluate(kind, object, &ctx.endpoints).await;
     let status = if ready { "True" } else { "False" };
-    let previous = ready_condition(obj.as_ref());
+    let previous = ready_condition(object);
     let unchanged = previous.as_ref().is_some_and(|p| {
         p.status == status
             && p.reason.as_deref() == Some(reason)
             && p.message.as_deref() == Some(message.as_str())
     });
-    if !unchanged {
-        let transition = match &previous {
-            Some(p) if p.status == status => p.last_transition_time.clone(),
-            _ => None,
-        }
-        .unwrap_or_else(|| Timestamp::now().to_string());
-        let condition = StoreCondition {
-            type_: READY.into(),
-            status: status.into(),
-            reason: Some(reason.into()),
-            message: Some(message.clone()),
-            last_transition_time: Some(transition),
-        };
-        let api = K::api_for(ctx.client.clone(), obj.namespace().as_deref());
-        let patch = json!({"status": {"conditions": [condition]}});
-        api.patch_status(
-            &obj.name_any(),
-            &crate::k8s::patch_params(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| StatusError(format!("updating status: {e}")))?;
-        info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), reason, "store status updated");
-    } else {
-        debug!(kind = %kind, name = %obj.name_any(), reason, "store status unchanged");
+    if unchanged {
+        debug!(kind, name, reason, "store status unchanged");
+        return Ok(meta(object, "resourceVersion").map(String::from));
     }
-    Ok(Action::requeue(ctx.interval))
+    let transition = match &previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| Timestamp::now().to_string());
+    let condition = StoreCondition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.clone()),
+        last_transition_time: Some(transition),
+    };
+    let patch = json!({"status": {"conditions": [condition]}});
+    let params = crate::k8s::patch_params();
+    let written = if kind == "ClusterSecretStore" {
+        Api::<ClusterSecretStore>::all(ctx.client.clone())
+            .patch_status(name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|o| o.metadata.resource_version)
+    } else {
+        Api::<SecretStore>::namespaced(ctx.client.clone(), namespace.unwrap_or_default())
+            .patch_status(name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|o| o.metadata.resource_version)
+    }
+    .map_err(|e| StatusError(format!("updating status: {e}")))?;
+    info!(
+        kind,
+        name,
+        namespace = namespace.unwrap_or_default(),
+        reason,
+        "store status updated"
+    );
+    Ok(written)
 }
 
-fn error_policy<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<StatusContext>) -> Action {
-    warn!(error = %error, "store status reconcile failed");
-    Action::requeue(ctx.interval.min(Duration::from_secs(30)))
+/// One pass per change of the index or per `interval`: every store whose resourceVersion is
+/// new to us, or whose last check is `interval` old, is evaluated. Both the version a check
+/// read and the one our status write produced count as seen, so neither our own write nor a
+/// snapshot taken before its watch event arrived triggers another probe.
+async fn run_loop(ctx: Arc<StatusContext>) {
+    type Key = (&'static str, String, String);
+    struct Checked {
+        read: Option<String>,
+        written: Option<String>,
+        at: Instant,
+    }
+    let mut checked: HashMap<Key, Checked> = HashMap::new();
+    let mut changes = ctx.changes.clone();
+    let tick = ctx.interval.min(Duration::from_secs(30));
+    loop {
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        for (kind, object) in (ctx.stores)() {
+            let key: Key = (
+                kind,
+                meta(&object, "namespace").unwrap_or_default().to_string(),
+                meta(&object, "name").unwrap_or_default().to_string(),
+            );
+            seen.insert(key.clone());
+            let version = meta(&object, "resourceVersion").map(String::from);
+            let due = checked.get(&key).is_none_or(|c| {
+                (c.read != version && c.written != version)
+                    || now.duration_since(c.at) >= ctx.interval
+            });
+            if !due {
+                continue;
+            }
+            let written = match reconcile(kind, &object, &ctx).await {
+                Ok(written) => written,
+                Err(error) => {
+                    warn!(%error, kind, name = %key.2, "store status reconcile failed");
+                    None
+                }
+            };
+            checked.insert(
+                key,
+                Checked {
+                    read: version,
+                    written,
+                    at: now,
+                },
+            );
+        }
+        checked.retain(|k, _| seen.contains(k));
+        let changed =
+            futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            (result, _, _) = changed => if result.is_err() { return },
+        }
+    }
 }
 
-async fn run_controllers(ctx: Arc<StatusContext>) {
-    // No selector on purpose: every SecretStore and ClusterSecretStore is ours (our CRDs) and
-    // each needs its Ready condition, so a selector could only hide stores from their status.
-    // The reflector's memory is bounded by the number of store objects, which the validating
-    // webhook admits and a ResourceQuota (`count/secretstores.secret-injector.io`) can cap per
-    // namespace (docs/security.md, "Budgets").
-    let namespaced = Controller::new(
-        Api::<SecretStore>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .run(
-        reconcile::<SecretStore>,
-        error_policy::<SecretStore>,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let cluster = Controller::new(
-        Api::<ClusterSecretStore>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .run(
-        reconcile::<ClusterSecretStore>,
-        error_policy::<ClusterSecretStore>,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    futures::join!(namespaced, cluster);
-}
-
-/// Run the status controllers whenever this replica leads, until shutdown.
+/// Run the status loop whenever this replica leads, until shutdown.
 pub async fn run(
     ctx: StatusContext,
     leading: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(ctx);
-    crate::leader::run_while_leading("store status", leading, shutdown, || {
-        run_controllers(ctx.clone())
-    })
-    .await;
+    crate::leader::run_while_leading("store status", leading, shutdown, || run_loop(ctx.clone()))
+        .await;
 }

@@ -10,6 +10,14 @@ use test_rig::webhook::{Tls, Webhook};
 
 /// `secret-injector serve` against `standin`, with `extra_args`; returns once it is ready.
 pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
+    let webhook = spawn_webhook(standin, extra_args);
+    webhook.wait_ready().await;
+    webhook
+}
+
+/// As [`start_webhook`], without waiting for readiness.
+#[allow(dead_code)]
+pub fn spawn_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
     let generated =
         secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
             .unwrap();
@@ -19,5 +27,5 @@ pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
         key_pem: generated.key_pem,
     };
     let binary = Path::new(env!("CARGO_BIN_EXE_secret-injector"));
-    Webhook::start(binary, tls, standin, extra_args).await
+    Webhook::spawn(binary, tls, standin, extra_args)
 }

@@ -64,6 +64,7 @@ impl StandIn {
             keys,
             addr,
             shutdown: shutdown_rx,
+            held: tokio::sync::watch::channel(Default::default()).0,
         });
         inner.bootstrap();
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -295,6 +296,20 @@ impl StandIn {
             resource: resource.to_string(),
             code,
             remaining: times,
+        });
+    }
+
+    /// Hold (true) or release (false) every list and watch request on `resource` (a counter key
+    /// such as `replicasets`): while held they are counted on arrival and then left unanswered,
+    /// as a slow or overloaded API server leaves them; releasing answers them normally, with
+    /// the state at that moment. Requests already being answered are not affected.
+    pub fn hold_reads(&self, resource: &str, hold: bool) {
+        self.inner.held.send_modify(|held| {
+            if hold {
+                held.insert(resource.to_string());
+            } else {
+                held.remove(resource);
+            }
         });
     }
 

@@ -183,6 +183,9 @@ pub(crate) async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Req
     if let Some(failure) = inner.record_request(verb, &key, dry_run) {
         return failure.into_response();
     }
+    if verb == "list" || verb == "watch" {
+        inner.released(&key).await;
+    }
     // `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (what kube's
     // `Api<PartialObjectMeta<K>>` sends) asks for metadata only, as the real server serves it.
     let metadata_only = parts

@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) keys: &'static SigningKeys,
     pub(crate) addr: SocketAddr,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Resource keys whose list and watch requests are held unanswered (`hold_reads`).
+    pub(crate) held: watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 impl Inner {
@@ -89,6 +91,12 @@ impl Inner {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns once list/watch requests on `key` are no longer held (see `StandIn::hold_reads`).
+    pub(crate) async fn released(&self, key: &str) {
+        let mut rx = self.held.subscribe();
+        let _ = rx.wait_for(|held| !held.contains(key)).await;
     }
 
     /// What a fresh cluster (with this webhook installed) already holds.

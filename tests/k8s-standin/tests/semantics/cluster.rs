@@ -317,3 +317,38 @@ async fn metadata_only_requests_get_partial_object_metadata() {
     }
     assert!(seen);
 }
+
+#[tokio::test]
+async fn held_reads_wait_until_released_and_then_see_the_current_state() {
+    let k8s = StandIn::start().await;
+    let secrets: Api<Secret> = Api::namespaced(k8s.client(), "default");
+    k8s.hold_reads("secrets", true);
+    let list = tokio::spawn({
+        let secrets = secrets.clone();
+        async move { secrets.list(&ListParams::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!list.is_finished(), "a held list was answered");
+    assert_eq!(k8s.count("list", "secrets"), 1, "counted on arrival");
+    // Other resources and other verbs are served as usual.
+    let namespaces: Api<Namespace> = Api::all(k8s.client());
+    assert!(!namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    k8s.seed(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "late", "namespace": "default"}}));
+    k8s.hold_reads("secrets", false);
+    let listed = tokio::time::timeout(Duration::from_secs(5), list)
+        .await
+        .expect("answered once released")
+        .unwrap()
+        .unwrap();
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["late"], "the state when released");
+}
