@@ -141,6 +141,7 @@ async fn run(
                 refresh_interval: item.refresh_interval,
                 owner: workload.owner.clone(),
                 rollout: item.rollout,
+                lease: None,
             },
         })
         .collect();

@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use kube::Api;
 
 use super::guard::{classify, inspect, Existing, Target};
-use super::recorded::{sync_annotations, LABEL_MANAGED_BY, MANAGED_BY};
+use super::recorded::{is_lease_annotation, sync_annotations, LABEL_MANAGED_BY, MANAGED_BY};
 use super::{DigestKey, ManagedError};
 use crate::k8s::{is_status, post_params};
 use crate::metrics::Metrics;
@@ -61,7 +61,7 @@ pub fn build(
             owner_references: target.record.owner.owner_reference().map(|r| vec![r]),
             ..Default::default()
         },
-        type_: Some("Opaque".to_string()),
+        type_: Some(target.record.source.secret_type().to_string()),
         data: Some(
             data.iter()
                 .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
@@ -146,15 +146,12 @@ async fn fenced(
 
 /// Same data, same request, same ownerReferences: nothing to write.
 fn unchanged(secret: &Secret, desired: &Secret, target: &Target) -> bool {
+    let empty = BTreeMap::new();
+    let annotations = secret.metadata.annotations.as_ref().unwrap_or(&empty);
     secret.data.as_ref() == desired.data.as_ref()
         && secret.metadata.owner_references == desired.metadata.owner_references
-        && target.record.same_request(
-            secret
-                .metadata
-                .annotations
-                .as_ref()
-                .unwrap_or(&BTreeMap::new()),
-        )
+        && target.record.same_request(annotations)
+        && target.record.same_lease(annotations)
 }
 
 /// The desired Secret over the current one: labels and annotations others added (e.g. GitOps
@@ -165,6 +162,8 @@ fn merge(current: Secret, mut desired: Secret) -> Secret {
     labels.extend(desired.metadata.labels.take().unwrap_or_default());
     desired.metadata.labels = Some(labels);
     let mut annotations = current.metadata.annotations.unwrap_or_default();
+    // The lease annotations are one set: a field the new record lacks must go.
+    annotations.retain(|k, _| !is_lease_annotation(k));
     annotations.extend(desired.metadata.annotations.take().unwrap_or_default());
     desired.metadata.annotations = Some(annotations);
     desired

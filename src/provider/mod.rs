@@ -19,6 +19,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod issue;
 pub mod net;
 pub mod policy;
 mod registry;
@@ -187,6 +188,31 @@ pub trait SecretProvider: Send + Sync {
         store: &'a ResolvedStore,
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>>;
+
+    /// Issue a dynamic secret or certificate as `identity` (see [`issue`]).
+    fn issue<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        request: &'a issue::IssueRequest,
+    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>>;
+
+    /// Renew a lease as `identity`, asking for `increment` more.
+    fn renew<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+        increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>>;
+
+    /// Revoke a lease as `identity`; a lease already gone is not an error.
+    fn revoke<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
 
 /// Everything the crate knows about one backend. Only `fetch` needs the instance
@@ -228,6 +254,37 @@ pub trait Backend: Send + Sync + Sized + 'static {
         keys: &[RemoteKey],
     ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send;
 
+    /// Issue a dynamic secret or certificate (backends without them keep the default).
+    fn issue(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _request: &issue::IssueRequest,
+    ) -> impl std::future::Future<Output = Result<issue::Issued, ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
+
+    /// Renew a lease.
+    fn renew(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _lease_id: &str,
+        _increment: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<issue::Renewed, ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
+
+    /// Revoke a lease.
+    fn revoke(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _lease_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
+
     /// Whether the backend answers, with no identity: a detail for the Ready condition, or
     /// why not. Called only with a configuration `validate` produced (allowlist passed).
     fn probe(
@@ -247,8 +304,50 @@ impl<B: Backend> SecretProvider for B {
             // Never through Providers, which picks the backend by the configuration.
             None => Box::pin(futures::future::ready(Err(KeyedError {
                 key: None,
-                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
+                error: not_this_backend::<B>(),
             }))),
         }
     }
+
+    fn issue<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        request: &'a issue::IssueRequest,
+    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::issue(self, identity, config, request)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+
+    fn renew<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+        increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::renew(self, identity, config, lease_id, increment)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::revoke(self, identity, config, lease_id)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+}
+
+// Never through Providers, which picks the backend by the configuration.
+fn not_this_backend<B: Backend>() -> ProviderError {
+    ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME))
 }
