@@ -98,6 +98,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
+            lease_holder_ttl: args.lease_holder_ttl,
+            lease_revoke_grace: args.lease_revoke_grace,
             ..ContextConfig::default()
         },
         metrics.clone(),

@@ -10,10 +10,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use moka::future::Cache;
+use rand::SeedableRng;
 
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
+use crate::pipeline::issue::Issuance;
 use crate::pipeline::{self, Documents, FetchCache, FetchError};
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
@@ -31,6 +33,10 @@ pub struct ContextConfig {
     pub fetch_coalesce_window: Duration,
     /// Which backend servers stores may name (checked before any TokenRequest or connection).
     pub endpoints: EndpointPolicy,
+    /// TTL asked for the orphan token that holds a dynamic secret's lease.
+    pub lease_holder_ttl: Duration,
+    /// How long a replaced lease stays valid for the old pods before it is revoked.
+    pub lease_revoke_grace: Duration,
 }
 
 impl Default for ContextConfig {
@@ -40,6 +46,8 @@ impl Default for ContextConfig {
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
             endpoints: EndpointPolicy::default(),
+            lease_holder_ttl: Duration::from_secs(24 * 3600),
+            lease_revoke_grace: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -51,6 +59,18 @@ struct ControllerKey {
     kind: String,
     name: String,
     uid: String,
+}
+
+/// Issuances are coalesced per managed Secret (never shared between two workloads, even of
+/// one identity), identity, store and source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct IssueKey {
+    namespace: String,
+    secret: String,
+    identity: PodIdentity,
+    store: StoreRef,
+    config: crate::store::ProviderConfig,
+    source: String,
 }
 
 /// Resolved stores are cached by namespace and reference.
@@ -67,6 +87,8 @@ pub struct Context {
     digest_key: DigestKey,
     providers: Providers,
     fetch_cache: FetchCache,
+    /// Single-flight issuances for concurrent cold admissions of one workload.
+    issues: Cache<IssueKey, Arc<Issuance>>,
     /// ReplicaSet → Deployment never changes; workload annotations are re-read after the TTL.
     owners: Cache<ControllerKey, Workload>,
     /// Resolved (and validated) stores, for a few seconds.
@@ -87,6 +109,10 @@ impl Context {
         Self {
             providers: Providers::new(tokens, metrics.clone()),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
+            issues: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(config.fetch_coalesce_window)
+                .build(),
             owners: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
@@ -156,6 +182,56 @@ impl Context {
     ) -> Result<std::collections::BTreeMap<String, SecretBytes>, FetchError> {
         let provider = self.provider_for(store);
         pipeline::fetch_source(provider.as_ref(), identity, store, source, origin).await
+    }
+
+    /// Issue the values of the managed Secret `secret` (an issued source) as `identity`:
+    /// concurrent admissions of the same workload share one issuance.
+    pub async fn issue_coalesced(
+        &self,
+        identity: &PodIdentity,
+        store: &ResolvedStore,
+        secret: &str,
+        source: &SourceSpec,
+    ) -> Result<Arc<Issuance>, FetchError> {
+        let key = IssueKey {
+            namespace: identity.namespace.clone(),
+            secret: secret.to_string(),
+            identity: identity.clone(),
+            store: store.reference.clone(),
+            config: store.config.clone(),
+            source: serde_json::to_string(source).expect("source spec serialises"),
+        };
+        // Errors are shared with the waiters of this flight but never cached.
+        self.issues
+            .try_get_with(key, async {
+                self.issue_fresh(identity, store, source)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e: Arc<FetchError>| (*e).clone())
+    }
+
+    /// Issue an issued source's values now (the refresher's re-issue).
+    pub async fn issue_fresh(
+        &self,
+        identity: &PodIdentity,
+        store: &ResolvedStore,
+        source: &SourceSpec,
+    ) -> Result<Issuance, FetchError> {
+        let provider = self.provider_for(store);
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let issued = pipeline::issue::issue(
+            provider.as_ref(),
+            identity,
+            store,
+            source,
+            self.config.lease_holder_ttl,
+            &mut rng,
+        )
+        .await;
+        self.metrics.lease_operation("issue", issued.is_ok());
+        issued
     }
 
     /// The pod's owner chain, cached by its controller reference.

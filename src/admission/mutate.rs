@@ -153,6 +153,7 @@ async fn run(
         });
     }
 
+    check_issued_stores(&spec, &stores)?;
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
@@ -166,10 +167,11 @@ async fn run(
         .filter(|(_, e)| !e.is_current())
         .map(|(i, _)| i)
         .collect();
-    // One read per store for all items that need it, so an AWS store batches every key of
-    // the workload into BatchGetSecretValue.
+    // Read sources: one read per store for all items that need it, so an AWS store batches
+    // every key of the workload into BatchGetSecretValue.
     let sources: BTreeMap<usize, _> = to_fetch
         .iter()
+        .filter(|&&i| !targets[i].record.source.is_issued())
         .map(|&i| (i, &targets[i].record.source))
         .collect();
     let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
@@ -180,35 +182,70 @@ async fn run(
             .or_default()
             .extend(pipeline::keys_of(source));
     }
-    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
+    // Issued sources (dynamic secrets, certificates): one issuance per managed Secret,
+    // shared by the concurrent cold admissions of the same workload.
+    let issuing = to_fetch
+        .iter()
+        .filter(|&&i| targets[i].record.source.is_issued());
+    let (documents, issued) = futures::try_join!(
         try_join_all(keys_by_store.iter().map(|(store, keys)| async {
             ctx.fetch_coalesced(&identity, &stores[*store], keys)
                 .await
                 .map(|docs| (*store, docs))
-        }))
-        .await?
-        .into_iter()
-        .collect();
-    let fetched = to_fetch
-        .iter()
-        .map(|&i| {
-            let item = &spec.items[i];
-            pipeline::assemble(
-                &stores[&item.store],
-                sources[&i],
-                &item.origin,
-                &documents[&item.store],
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        })),
+        try_join_all(issuing.map(|&i| {
+            let (targets, identity, stores, items) = (&targets, &identity, &stores, &spec.items);
+            async move {
+                let target = &targets[i];
+                ctx.issue_coalesced(
+                    identity,
+                    &stores[&items[i].store],
+                    &target.name,
+                    &target.record.source,
+                )
+                .await
+                .map(|issuance| (i, issuance))
+            }
+        })),
+    )?;
+    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> = documents.into_iter().collect();
+    let issued: BTreeMap<usize, _> = issued.into_iter().collect();
+    let mut fetched: BTreeMap<usize, _> = BTreeMap::new();
+    for (&i, source) in &sources {
+        let item = &spec.items[i];
+        let data = pipeline::assemble(
+            &stores[&item.store],
+            source,
+            &item.origin,
+            &documents[&item.store],
+        )?;
+        fetched.insert(i, data);
+    }
 
     set_stage(Stage::Write);
+    let now = k8s_openapi::jiff::Timestamp::now();
     let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
-    for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
+    for &i in &to_fetch {
         let current = existing[i].take().expect("each item written once");
+        let mut target = targets[i].clone();
+        let data = match issued.get(&i) {
+            Some(issuance) => {
+                let mut lease = issuance.lease.clone();
+                lease.retiring = retiring_after(
+                    &current,
+                    &target,
+                    &lease.id,
+                    now,
+                    ctx.config().lease_revoke_grace,
+                );
+                target.record.lease = Some(lease);
+                &issuance.data
+            }
+            None => &fetched[&i],
+        };
         managed::write(
             &secrets_api,
-            &targets[i],
+            &target,
             data,
             ctx.digest_key(),
             Fence::Observed(current),
@@ -217,6 +254,69 @@ async fn run(
         .await?;
     }
     Ok(Some(Mutation { patch, secrets }))
+}
+
+/// Dynamic secrets and certificates are issued by Vault stores only: deny naming the field.
+fn check_issued_stores(
+    spec: &spec::InjectionSpec,
+    stores: &BTreeMap<spec::StoreRef, ResolvedStore>,
+) -> Result<(), InjectError> {
+    for item in &spec.items {
+        let kind = match (&item.dynamic, &item.certificate) {
+            (Some(_), _) => "dynamic",
+            (_, Some(_)) => "certificate",
+            _ => continue,
+        };
+        let provider = stores[&item.store].config.provider_name();
+        if provider != "vault" {
+            let key = if item.origin.starts_with(spec::ANN_EXTERNAL_SECRETS) {
+                format!("{}.{kind}", item.origin)
+            } else {
+                spec::ANN_DYNAMIC.to_string()
+            };
+            return Err(spec::SpecError::Invalid {
+                key,
+                message: format!(
+                    "{} is a {provider} store; dynamic secrets and certificates are issued by \
+                     Vault/OpenBao stores only",
+                    item.store
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The leases to retire when `current` is replaced by a new issuance: its own lease (unless it
+/// is the new one) and those it was already retiring, revoked after the grace period.
+fn retiring_after(
+    current: &Existing,
+    target: &Target,
+    new_lease: &str,
+    now: k8s_openapi::jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Vec<managed::recorded::Retiring> {
+    let Existing::Ours { secret, .. } = current else {
+        return Vec::new();
+    };
+    let Some(old) = Recorded::from_meta(&secret.metadata)
+        .ok()
+        .and_then(|r| r.lease)
+    else {
+        return Vec::new();
+    };
+    let mut out = old.retiring;
+    if !old.id.is_empty() {
+        out.push(managed::recorded::Retiring {
+            id: old.id,
+            revoke_at: managed::recorded::after(now, grace),
+        });
+    }
+    out.retain(|r| {
+        r.id != new_lease && pipeline::issue::lease_belongs(&target.record.source, &r.id)
+    });
+    out
 }
 
 /// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and

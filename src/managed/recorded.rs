@@ -161,24 +161,31 @@ impl LeaseRecord {
         out
     }
 
-    fn from_annotations(ann: &BTreeMap<String, String>) -> Result<Option<LeaseRecord>, RecordedError> {
+    fn from_annotations(
+        ann: &BTreeMap<String, String>,
+    ) -> Result<Option<LeaseRecord>, RecordedError> {
         let Some(issued) = ann.get(ANN_LEASE_ISSUED) else {
             return Ok(None);
         };
-        let time = |k: &'static str, v: &String| v.parse::<Timestamp>().map_err(|_| RecordedError::Lease(k));
+        let time = |k: &'static str, v: &String| {
+            v.parse::<Timestamp>().map_err(|_| RecordedError::Lease(k))
+        };
         let opt_time = |k: &'static str| ann.get(k).map(|v| time(k, v)).transpose();
         let get = |k: &'static str| ann.get(k).ok_or(RecordedError::Lease(k));
         Ok(Some(LeaseRecord {
             id: get(ANN_LEASE_ID)?.clone(),
             issued: time(ANN_LEASE_ISSUED, issued)?,
-            ttl: parse_duration(get(ANN_LEASE_TTL)?).map_err(|_| RecordedError::Lease(ANN_LEASE_TTL))?,
+            ttl: parse_duration(get(ANN_LEASE_TTL)?)
+                .map_err(|_| RecordedError::Lease(ANN_LEASE_TTL))?,
             renewed: opt_time(ANN_LEASE_RENEWED)?,
             renewable: get(ANN_LEASE_RENEWABLE)? == "true",
             holder: LeaseHolder::parse(get(ANN_LEASE_HOLDER)?),
             holder_expires: opt_time(ANN_LEASE_HOLDER_EXPIRES)?,
             next: time(ANN_LEASE_NEXT, get(ANN_LEASE_NEXT)?)?,
             retiring: match ann.get(ANN_LEASE_RETIRING) {
-                Some(v) => serde_json::from_str(v).map_err(|_| RecordedError::Lease(ANN_LEASE_RETIRING))?,
+                Some(v) => {
+                    serde_json::from_str(v).map_err(|_| RecordedError::Lease(ANN_LEASE_RETIRING))?
+                }
                 None => Vec::new(),
             },
         }))

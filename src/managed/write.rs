@@ -120,6 +120,47 @@ pub async fn write(
     })
 }
 
+/// Rewrite only the recorded request (e.g. a renewed lease) of the Secret the refresher
+/// scheduled at `version`, keeping its data. Anyone else's write since then wins.
+pub async fn update_record(
+    api: &Api<Secret>,
+    target: &Target,
+    key: &DigestKey,
+    version: &str,
+    metrics: &Metrics,
+) -> Result<WriteOutcome, ManagedError> {
+    let Some(existing) = fenced(api, target, version).await? else {
+        return Ok(WriteOutcome::Superseded);
+    };
+    let Existing::Ours { secret, .. } = &existing else {
+        return Ok(WriteOutcome::Superseded);
+    };
+    let data: BTreeMap<String, SecretBytes> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), SecretBytes::new(v.0.clone())))
+        .collect();
+    let desired = build(target, &data, key, Timestamp::now());
+    if unchanged(secret, &desired, target) {
+        return Ok(WriteOutcome::Unchanged);
+    }
+    let Existing::Ours { secret, .. } = existing else {
+        unreachable!("matched above")
+    };
+    match api
+        .replace(&target.name, &post_params(), &merge(*secret, desired))
+        .await
+    {
+        Ok(w) => {
+            metrics.secret_write("update");
+            Ok(WriteOutcome::Updated(w.metadata.resource_version))
+        }
+        Err(e) if is_status(&e, 409) => Ok(WriteOutcome::Superseded),
+        Err(e) => Err(ManagedError::api(&target.name, e)),
+    }
+}
+
 /// The Secret as it is now, when it is still the version the refresher saw and still ours for
 /// the same request; None otherwise.
 async fn fenced(

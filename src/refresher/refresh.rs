@@ -49,7 +49,14 @@ impl Tracked {
         })
     }
 
-    fn target(&self) -> Target {
+    pub(super) fn identity(&self) -> PodIdentity {
+        PodIdentity {
+            namespace: self.namespace.clone(),
+            service_account: self.record.service_account.clone(),
+        }
+    }
+
+    pub(super) fn target(&self) -> Target {
         Target {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -64,8 +71,28 @@ pub enum Refreshed {
     Unchanged,
     /// New data written; the Secret's new resourceVersion.
     Updated(Option<String>),
-    /// The owner is gone: the Secret was deleted.
+    /// The owner is gone: the Secret was deleted (and its leases revoked).
     Orphaned,
+    /// An issued Secret (dynamic secret, certificate): what happened to its lease, the
+    /// Secret's new resourceVersion when it was written, and when it is next due.
+    Lease {
+        action: LeaseAction,
+        version: Option<String>,
+        due: Timestamp,
+    },
+}
+
+/// What a refresh of an issued Secret did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// Nothing was due.
+    Kept,
+    /// The lease was renewed (same credentials).
+    Renewed,
+    /// New credentials were issued and written; the old lease retires after the grace period.
+    Reissued,
+    /// Replaced leases past their grace period were revoked.
+    Retired,
 }
 
 /// A refresh that did not. Every variant maps to a fixed metric label.
@@ -100,6 +127,12 @@ pub enum RefreshError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Write(#[from] ManagedError),
+    /// Renewing or revoking a lease failed (the backend's message, scrubbed).
+    #[error("lease {op} failed: {error}")]
+    Lease {
+        op: &'static str,
+        error: crate::provider::ProviderError,
+    },
 }
 
 impl RefreshError {
@@ -113,7 +146,8 @@ impl RefreshError {
             | RefreshError::DeleteOrphan(_)
             | RefreshError::Store(_)
             | RefreshError::Fetch(_)
-            | RefreshError::Write(_) => "error",
+            | RefreshError::Write(_)
+            | RefreshError::Lease { .. } => "error",
         }
     }
 
@@ -130,6 +164,12 @@ impl Refreshed {
             Refreshed::Unchanged => "unchanged",
             Refreshed::Updated(_) => "updated",
             Refreshed::Orphaned => "orphaned",
+            Refreshed::Lease { action, .. } => match action {
+                LeaseAction::Kept => "unchanged",
+                LeaseAction::Renewed => "renewed",
+                LeaseAction::Reissued => "reissued",
+                LeaseAction::Retired => "retired",
+            },
         }
     }
 }
@@ -164,6 +204,9 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
             source,
         })?;
     if gone {
+        // Nobody uses the credentials any more: give the leases back before the Secret goes
+        // (a failure keeps the Secret, so the revocation is retried).
+        super::lease::revoke_all(ctx, tracked).await?;
         delete(client, tracked)
             .await
             .map_err(RefreshError::DeleteOrphan)?;
@@ -176,6 +219,9 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
         namespace: tracked.namespace.clone(),
         service_account: tracked.record.service_account.clone(),
     };
+    if tracked.record.source.is_issued() {
+        return super::lease::refresh_issued(ctx, tracked, &store, &identity).await;
+    }
     let origin = format!("Secret {}", tracked.name);
     let data = ctx
         .fetch_fresh(&identity, &store, &tracked.record.source, &origin)
@@ -202,7 +248,7 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
     }
 }
 
-async fn owner_gone(
+pub(super) async fn owner_gone(
     client: &Client,
     tracked: &Tracked,
     grace: Duration,

@@ -249,7 +249,13 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
         });
     }
     let dynamic = match raw.dynamic {
-        Some(d) => Some(super::issued::dynamic(&field("dynamic"), d.path, d.method, d.parameters, d.keys)?),
+        Some(d) => Some(super::issued::dynamic(
+            &field("dynamic"),
+            d.path,
+            d.method,
+            d.parameters,
+            d.keys,
+        )?),
         None => None,
     };
     let certificate = match raw.certificate {
@@ -278,7 +284,13 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
                      exposed as environment variables",
                 ));
             }
-            (false, Some(i.mount_path.unwrap_or_else(|| format!("{DEFAULT_MOUNT_PATH}/{name}"))))
+            (
+                false,
+                Some(
+                    i.mount_path
+                        .unwrap_or_else(|| format!("{DEFAULT_MOUNT_PATH}/{name}")),
+                ),
+            )
         }
         None if certificate.is_some() => (false, Some(format!("{DEFAULT_MOUNT_PATH}/{name}"))),
         Some(i) => (i.env.unwrap_or(i.mount_path.is_none()), i.mount_path),

@@ -4,8 +4,8 @@
 mod annotations;
 mod duration;
 mod full;
-mod names;
 mod issued;
+mod names;
 mod short;
 mod types;
 

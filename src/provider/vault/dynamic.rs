@@ -122,7 +122,8 @@ impl VaultProvider {
                 }
             })
             .await;
-        self.metrics.backend_call("vault", "revoke", result(&answer));
+        self.metrics
+            .backend_call("vault", "revoke", result(&answer));
         answer.map(|_| ())
     }
 
@@ -177,11 +178,12 @@ impl VaultProvider {
         let (holder_token, holder) = match minted {
             Ok(v) => {
                 self.metrics.backend_call("vault", "create_orphan", "ok");
-                let token = v["auth"]["client_token"].as_str().ok_or_else(|| {
-                    ProviderError::Backend {
-                        detail: "auth/token/create-orphan answered without a token".into(),
-                    }
-                })?;
+                let token =
+                    v["auth"]["client_token"]
+                        .as_str()
+                        .ok_or_else(|| ProviderError::Backend {
+                            detail: "auth/token/create-orphan answered without a token".into(),
+                        })?;
                 let ttl = v["auth"]["lease_duration"].as_u64().unwrap_or(0);
                 (
                     Some(SecretToken::new(token.to_string())),
@@ -191,7 +193,8 @@ impl VaultProvider {
                 )
             }
             Err(ProviderError::PermissionDenied { detail }) => {
-                self.metrics.backend_call("vault", "create_orphan", "denied");
+                self.metrics
+                    .backend_call("vault", "create_orphan", "denied");
                 warn!(path = %request.path, %detail, "auth/token/create-orphan refused: the login token holds the lease, so the credentials end with it and are re-issued before that (grant update on auth/token/create-orphan to avoid this)");
                 let ttl = session
                     .token_expires
@@ -348,7 +351,15 @@ mod tests {
     #[test]
     fn lease_ids_must_be_plain_paths() {
         assert!(check_lease_id("database/creds/app/AbC123.x-y_z").is_ok());
-        for bad in ["", "../sys/x", "database//creds", "a/./b", "a?b", "a b", "a/%2e%2e"] {
+        for bad in [
+            "",
+            "../sys/x",
+            "database//creds",
+            "a/./b",
+            "a?b",
+            "a b",
+            "a/%2e%2e",
+        ] {
             assert!(check_lease_id(bad).is_err(), "{bad}");
         }
     }
