@@ -203,6 +203,15 @@ impl WorkloadKind {
                 match event {
                     Ok(watcher::Event::Apply(o)) => Some((o.metadata, false)),
                     Ok(watcher::Event::InitApply(o)) => Some((o.metadata, true)),
+                    // A deletion is reported with a deletionTimestamp, so watchers can tell.
+                    Ok(watcher::Event::Delete(mut o)) => {
+                        o.metadata.deletion_timestamp.get_or_insert_with(|| {
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                k8s_openapi::jiff::Timestamp::now(),
+                            )
+                        });
+                        Some((o.metadata, false))
+                    }
                     _ => None,
                 }
             })

@@ -102,6 +102,8 @@ enum WorkloadEvent {
         key: Owner,
         force_sync: Option<String>,
         initial: bool,
+        /// Deleted or being deleted: its Secrets are checked now (orphans go, leases revoked).
+        deleted: bool,
     },
 }
 
@@ -326,7 +328,22 @@ impl Refresher {
             key,
             force_sync,
             initial,
+            deleted,
         } = event;
+        if deleted {
+            self.workload_force_sync.remove(&key);
+            let now = Instant::now();
+            let due: Vec<Key> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.running && owner_of(&e.tracked) == key)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in due {
+                self.queue.schedule(k, now);
+            }
+            return;
+        }
         let previous = self
             .workload_force_sync
             .insert(key.clone(), force_sync.clone());
@@ -659,6 +676,7 @@ fn workload_stream(
                 uid: None,
             },
             force_sync: recorded::force_sync(&meta),
+            deleted: meta.deletion_timestamp.is_some(),
             initial,
         })
         .boxed()

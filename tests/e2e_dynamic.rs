@@ -1,0 +1,229 @@
+//! Dynamic database credentials end to end: the real binary, the stand-in API, real OpenBao
+//! and a real PostgreSQL (password auth, so a login proves the credentials).
+
+mod dynamic;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dynamic::*;
+use serde_json::json;
+use support::start_webhook;
+use test_rig::payments::*;
+
+#[tokio::test]
+async fn one_issuance_per_workload_whose_credentials_log_in() {
+    let db = DbRig::start(3600, 7200, 1200).await;
+    let rig = &db.rig;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
+
+    let response = admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
+    let name = "payments-api-injected";
+    let c = creds(rig, name);
+    assert!(db.login(&c).await.is_ok(), "issued credentials log into PostgreSQL");
+    let s = secret(rig, name);
+    let ann = &s["metadata"]["annotations"];
+    assert_eq!(s["type"], "Opaque");
+    assert!(lease_id(rig, name).starts_with("database/creds/payments-rw/"));
+    assert_eq!(ann["secret-injector.io/lease-holder"], "orphan-token");
+    assert_eq!(ann["secret-injector.io/lease-renewable"], "true");
+    for k in ["lease-issued", "lease-ttl", "lease-expires", "lease-next-action"] {
+        assert!(ann[format!("secret-injector.io/{k}")].is_string(), "{k}: {ann}");
+    }
+    // The fields reach the containers through envFrom.
+    let patch = serde_json::to_string(&decoded_patch(&response).unwrap()).unwrap();
+    assert!(patch.contains("envFrom") && patch.contains(name), "{patch}");
+    assert_eq!(db.leases().await.len(), 1);
+
+    // A second pod of the warm workload: nothing issued.
+    admit(rig, &webhook, "uid-2", REPLICASET, short_form()).await;
+    assert_eq!(creds(rig, name), c);
+    assert_eq!(db.leases().await.len(), 1, "a new pod issues nothing");
+
+    // Concurrent cold pods of another workload of the same identity: one issuance, its own.
+    rig.seed_deployment("ledger", "ledger-5d8f");
+    let reviews = (0..6).map(|i| {
+        let webhook = &webhook;
+        async move { admit(rig, webhook, &format!("uid-l{i}"), "ledger-5d8f", short_form()).await }
+    });
+    futures::future::join_all(reviews).await;
+    let ledger = creds(rig, "ledger-injected");
+    assert_ne!(ledger, c, "never another workload's credentials");
+    assert!(db.login(&ledger).await.is_ok());
+    assert_eq!(db.leases().await.len(), 2, "one lease per workload");
+
+    // Nothing secret anywhere it must not be.
+    let sentinels = [
+        c.password.as_str(),
+        ledger.password.as_str(),
+    ];
+    let metrics = webhook.metrics().await;
+    assert!(metrics.contains("secret_injector_lease_operations_total{operation=\"issue\",result=\"ok\"} 2"), "{metrics}");
+    assert_no_leak("metrics", &metrics, &sentinels);
+    assert_no_leak("patch", &patch, &sentinels);
+    assert_no_leak("webhook log", &webhook.logs(), &sentinels);
+    assert_no_leak(
+        "annotations",
+        &s["metadata"].to_string(),
+        &[c.password.as_str(), c.username.as_str()],
+    );
+    assert_no_leak(
+        "events",
+        &serde_json::to_string(&rig.standin.objects("events.events.k8s.io")).unwrap(),
+        &sentinels,
+    );
+}
+
+#[tokio::test]
+async fn credentials_outlive_a_short_login_token() {
+    // Login tokens live 3 s; the credentials 1 h.
+    let db = DbRig::start(3600, 7200, 3).await;
+    let rig = &db.rig;
+    // A second role without create-orphan: the explicit fallback.
+    kubernetes_role(rig, "payments-no-orphan", &["payments-dynamic-no-orphan"], 3).await;
+    rig.seed_store(
+        "vault-no-orphan",
+        json!({"auth": {"kubernetes": {"role": "payments-no-orphan"}}}),
+    );
+    let webhook = start_webhook(&rig.standin, &FAST).await;
+    admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
+    let c = creds(rig, "payments-api-injected");
+    assert!(db.login(&c).await.is_ok());
+
+    rig.seed_deployment("ledger", "ledger-5d8f");
+    admit(
+        rig,
+        &webhook,
+        "uid-2",
+        "ledger-5d8f",
+        json!({"secret-injector.io/store": "vault-no-orphan", "secret-injector.io/dynamic": CREDS}),
+    )
+    .await;
+    assert_eq!(
+        annotation(rig, "ledger-injected", "secret-injector.io/lease-holder").as_deref(),
+        Some("login-token")
+    );
+    // Its recorded expiry is the login token's, not the lease's hour.
+    let expires: k8s_openapi::jiff::Timestamp =
+        annotation(rig, "ledger-injected", "secret-injector.io/lease-expires")
+            .unwrap()
+            .parse()
+            .unwrap();
+    let left = expires.duration_since(k8s_openapi::jiff::Timestamp::now());
+    assert!(left.as_secs() <= 5, "fallback expiry follows the login token: {left:?}");
+
+    // Well past the login token's TTL (and OpenBao's revocation of its leases).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        db.login(&c).await.is_ok(),
+        "credentials issued with the lease-holder token outlive the login token"
+    );
+    assert!(db.lease_exists(&lease_id(rig, "payments-api-injected")).await);
+}
+
+#[tokio::test]
+async fn reissued_before_max_ttl_rolled_once_and_the_old_lease_revoked_after_grace() {
+    // Leases of 10 s renewable up to 40 s: renewed, then re-issued at about 28 s.
+    let db = DbRig::start(10, 40, 1200).await;
+    let rig = &db.rig;
+    let mut args = FAST.to_vec();
+    args.extend(["--lease-revoke-grace", "3s"]);
+    let webhook = start_webhook(&rig.standin, &args).await;
+    let t0 = Instant::now();
+    admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
+    let name = "payments-api-injected";
+    let first = creds(rig, name);
+    let first_lease = lease_id(rig, name);
+
+    // Renewed first (same credentials), re-issued before the 40 s max TTL.
+    wait_for("the re-issue", Duration::from_secs(38), || creds(rig, name) != first).await;
+    let reissued_at = t0.elapsed();
+    assert!(reissued_at > Duration::from_secs(12), "renewed before re-issuing: {reissued_at:?}");
+    let second = creds(rig, name);
+    assert!(db.login(&second).await.is_ok(), "new credentials log in");
+    assert!(db.login(&first).await.is_ok(), "old pods keep working during the grace period");
+    wait_for("the rollout", Duration::from_secs(5), || {
+        restarted_at(rig, DEPLOYMENT).is_some()
+    })
+    .await;
+
+    // After the grace period: the old user is gone, well before its own max TTL.
+    db.wait_refused(&first, Duration::from_secs(8)).await;
+    assert!(t0.elapsed() < Duration::from_secs(39), "revoked, not expired: {:?}", t0.elapsed());
+    assert!(!db.lease_exists(&first_lease).await, "old lease gone from OpenBao");
+    assert!(db.login(&second).await.is_ok());
+    let metrics = webhook.metrics().await;
+    assert_eq!(rig.standin.count("patch", "deployments"), 1, "rolled exactly once");
+    assert!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="renew",result="ok"}"#) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="reissue",result="ok"}"#), 1.0, "{metrics}");
+    assert_no_leak("webhook log", &webhook.logs(), &[first.password.as_str(), second.password.as_str()]);
+}
+
+#[tokio::test]
+async fn deleting_the_workload_collects_the_secret_and_revokes_its_lease() {
+    let db = DbRig::start(3600, 7200, 1200).await;
+    let rig = &db.rig;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
+    admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
+    let name = "payments-api-injected";
+    let c = creds(rig, name);
+    let lease = lease_id(rig, name);
+    // Let the refresher (leader) pick the Secret up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    rig.standin.remove("replicasets", Some(NS), REPLICASET);
+    rig.standin.remove("deployments", Some(NS), DEPLOYMENT);
+    wait_for("the Secret collected", Duration::from_secs(15), || {
+        rig.standin.object("secrets", Some(NS), name).is_none()
+    })
+    .await;
+    db.wait_refused(&c, Duration::from_secs(10)).await;
+    assert!(!db.lease_exists(&lease).await, "lease revoked");
+    assert!(db.leases().await.is_empty());
+}
+
+#[tokio::test]
+async fn openbao_paused_across_a_renewal_keeps_the_credentials_and_converges_without_a_rollout() {
+    // 30 s leases (renewable to 10 min): the first renewal is due at about 19 s.
+    let db = DbRig::start(30, 600, 1200).await;
+    let rig = &db.rig;
+    let webhook = start_webhook(&rig.standin, &FAST).await;
+    let t0 = Instant::now();
+    admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
+    let name = "payments-api-injected";
+    let c = creds(rig, name);
+    let lease = lease_id(rig, name);
+    let first_ttl = annotation(rig, name, "secret-injector.io/lease-renewed");
+    assert!(first_ttl.is_none());
+
+    tokio::time::sleep(Duration::from_secs(16).saturating_sub(t0.elapsed())).await;
+    rig.bao.pause();
+    let warned = || {
+        rig.standin
+            .objects("events.events.k8s.io")
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "LeaseRenewalFailed")
+    };
+    let paused = Instant::now();
+    while !warned() && paused.elapsed() < Duration::from_secs(9) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got_warning = warned();
+    rig.bao.resume();
+    assert!(got_warning, "a Warning Event while OpenBao is down");
+    assert!(db.login(&c).await.is_ok(), "credentials kept while OpenBao is down");
+
+    wait_for("the renewal after OpenBao is back", Duration::from_secs(20), || {
+        annotation(rig, name, "secret-injector.io/lease-renewed").is_some()
+    })
+    .await;
+    assert_eq!(lease_id(rig, name), lease, "same lease, renewed");
+    assert_eq!(creds(rig, name), c);
+    assert!(db.login(&c).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.standin.count("patch", "deployments"), 0, "no rollout");
+    let metrics = webhook.metrics().await;
+    assert!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="renew",result="error"}"#) >= 1.0, "{metrics}");
+    let events = serde_json::to_string(&rig.standin.objects("events.events.k8s.io")).unwrap();
+    assert_no_leak("events", &events, &[c.password.as_str()]);
+}
