@@ -20,15 +20,26 @@ async fn one_issuance_per_workload_whose_credentials_log_in() {
     let response = admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
     let name = "payments-api-injected";
     let c = creds(rig, name);
-    assert!(db.login(&c).await.is_ok(), "issued credentials log into PostgreSQL");
+    assert!(
+        db.login(&c).await.is_ok(),
+        "issued credentials log into PostgreSQL"
+    );
     let s = secret(rig, name);
     let ann = &s["metadata"]["annotations"];
     assert_eq!(s["type"], "Opaque");
     assert!(lease_id(rig, name).starts_with("database/creds/payments-rw/"));
     assert_eq!(ann["secret-injector.io/lease-holder"], "orphan-token");
     assert_eq!(ann["secret-injector.io/lease-renewable"], "true");
-    for k in ["lease-issued", "lease-ttl", "lease-expires", "lease-next-action"] {
-        assert!(ann[format!("secret-injector.io/{k}")].is_string(), "{k}: {ann}");
+    for k in [
+        "lease-issued",
+        "lease-ttl",
+        "lease-expires",
+        "lease-next-action",
+    ] {
+        assert!(
+            ann[format!("secret-injector.io/{k}")].is_string(),
+            "{k}: {ann}"
+        );
     }
     // The fields reach the containers through envFrom.
     let patch = serde_json::to_string(&decoded_patch(&response).unwrap()).unwrap();
@@ -44,7 +55,16 @@ async fn one_issuance_per_workload_whose_credentials_log_in() {
     rig.seed_deployment("ledger", "ledger-5d8f");
     let reviews = (0..6).map(|i| {
         let webhook = &webhook;
-        async move { admit(rig, webhook, &format!("uid-l{i}"), "ledger-5d8f", short_form()).await }
+        async move {
+            admit(
+                rig,
+                webhook,
+                &format!("uid-l{i}"),
+                "ledger-5d8f",
+                short_form(),
+            )
+            .await
+        }
     });
     futures::future::join_all(reviews).await;
     let ledger = creds(rig, "ledger-injected");
@@ -53,12 +73,14 @@ async fn one_issuance_per_workload_whose_credentials_log_in() {
     assert_eq!(db.leases().await.len(), 2, "one lease per workload");
 
     // Nothing secret anywhere it must not be.
-    let sentinels = [
-        c.password.as_str(),
-        ledger.password.as_str(),
-    ];
+    let sentinels = [c.password.as_str(), ledger.password.as_str()];
     let metrics = webhook.metrics().await;
-    assert!(metrics.contains("secret_injector_lease_operations_total{operation=\"issue\",result=\"ok\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "secret_injector_lease_operations_total{operation=\"issue\",result=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
     assert_no_leak("metrics", &metrics, &sentinels);
     assert_no_leak("patch", &patch, &sentinels);
     assert_no_leak("webhook log", &webhook.logs(), &sentinels);
@@ -80,7 +102,13 @@ async fn credentials_outlive_a_short_login_token() {
     let db = DbRig::start(3600, 7200, 3).await;
     let rig = &db.rig;
     // A second role without create-orphan: the explicit fallback.
-    kubernetes_role(rig, "payments-no-orphan", &["payments-dynamic-no-orphan"], 3).await;
+    kubernetes_role(
+        rig,
+        "payments-no-orphan",
+        &["payments-dynamic-no-orphan"],
+        3,
+    )
+    .await;
     rig.seed_store(
         "vault-no-orphan",
         json!({"auth": {"kubernetes": {"role": "payments-no-orphan"}}}),
@@ -110,7 +138,10 @@ async fn credentials_outlive_a_short_login_token() {
             .parse()
             .unwrap();
     let left = expires.duration_since(k8s_openapi::jiff::Timestamp::now());
-    assert!(left.as_secs() <= 5, "fallback expiry follows the login token: {left:?}");
+    assert!(
+        left.as_secs() <= 5,
+        "fallback expiry follows the login token: {left:?}"
+    );
 
     // Well past the login token's TTL (and OpenBao's revocation of its leases).
     tokio::time::sleep(Duration::from_secs(9)).await;
@@ -118,7 +149,10 @@ async fn credentials_outlive_a_short_login_token() {
         db.login(&c).await.is_ok(),
         "credentials issued with the lease-holder token outlive the login token"
     );
-    assert!(db.lease_exists(&lease_id(rig, "payments-api-injected")).await);
+    assert!(
+        db.lease_exists(&lease_id(rig, "payments-api-injected"))
+            .await
+    );
 }
 
 #[tokio::test]
@@ -136,12 +170,21 @@ async fn reissued_before_max_ttl_rolled_once_and_the_old_lease_revoked_after_gra
     let first_lease = lease_id(rig, name);
 
     // Renewed first (same credentials), re-issued before the 40 s max TTL.
-    wait_for("the re-issue", Duration::from_secs(38), || creds(rig, name) != first).await;
+    wait_for("the re-issue", Duration::from_secs(38), || {
+        creds(rig, name) != first
+    })
+    .await;
     let reissued_at = t0.elapsed();
-    assert!(reissued_at > Duration::from_secs(12), "renewed before re-issuing: {reissued_at:?}");
+    assert!(
+        reissued_at > Duration::from_secs(12),
+        "renewed before re-issuing: {reissued_at:?}"
+    );
     let second = creds(rig, name);
     assert!(db.login(&second).await.is_ok(), "new credentials log in");
-    assert!(db.login(&first).await.is_ok(), "old pods keep working during the grace period");
+    assert!(
+        db.login(&first).await.is_ok(),
+        "old pods keep working during the grace period"
+    );
     wait_for("the rollout", Duration::from_secs(5), || {
         restarted_at(rig, DEPLOYMENT).is_some()
     })
@@ -149,14 +192,42 @@ async fn reissued_before_max_ttl_rolled_once_and_the_old_lease_revoked_after_gra
 
     // After the grace period: the old user is gone, well before its own max TTL.
     db.wait_refused(&first, Duration::from_secs(8)).await;
-    assert!(t0.elapsed() < Duration::from_secs(39), "revoked, not expired: {:?}", t0.elapsed());
-    assert!(!db.lease_exists(&first_lease).await, "old lease gone from OpenBao");
+    assert!(
+        t0.elapsed() < Duration::from_secs(39),
+        "revoked, not expired: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !db.lease_exists(&first_lease).await,
+        "old lease gone from OpenBao"
+    );
     assert!(db.login(&second).await.is_ok());
     let metrics = webhook.metrics().await;
-    assert_eq!(rig.standin.count("patch", "deployments"), 1, "rolled exactly once");
-    assert!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="renew",result="ok"}"#) >= 1.0, "{metrics}");
-    assert_eq!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="reissue",result="ok"}"#), 1.0, "{metrics}");
-    assert_no_leak("webhook log", &webhook.logs(), &[first.password.as_str(), second.password.as_str()]);
+    assert_eq!(
+        rig.standin.count("patch", "deployments"),
+        1,
+        "rolled exactly once"
+    );
+    assert!(
+        metric(
+            &metrics,
+            r#"secret_injector_lease_operations_total{operation="renew",result="ok"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"secret_injector_lease_operations_total{operation="reissue",result="ok"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_no_leak(
+        "webhook log",
+        &webhook.logs(),
+        &[first.password.as_str(), second.password.as_str()],
+    );
 }
 
 #[tokio::test]
@@ -199,10 +270,10 @@ async fn openbao_paused_across_a_renewal_keeps_the_credentials_and_converges_wit
     tokio::time::sleep(Duration::from_secs(16).saturating_sub(t0.elapsed())).await;
     rig.bao.pause();
     let warned = || {
-        rig.standin
-            .objects("events.events.k8s.io")
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == "LeaseRenewalFailed")
+        rig.standin.objects("events.events.k8s.io").iter().any(|e| {
+            e["type"] == "Warning"
+                && (e["reason"] == "LeaseRenewalFailed" || e["reason"] == "LeaseExpiring")
+        })
     };
     let paused = Instant::now();
     while !warned() && paused.elapsed() < Duration::from_secs(9) {
@@ -211,11 +282,16 @@ async fn openbao_paused_across_a_renewal_keeps_the_credentials_and_converges_wit
     let got_warning = warned();
     rig.bao.resume();
     assert!(got_warning, "a Warning Event while OpenBao is down");
-    assert!(db.login(&c).await.is_ok(), "credentials kept while OpenBao is down");
+    assert!(
+        db.login(&c).await.is_ok(),
+        "credentials kept while OpenBao is down"
+    );
 
-    wait_for("the renewal after OpenBao is back", Duration::from_secs(20), || {
-        annotation(rig, name, "secret-injector.io/lease-renewed").is_some()
-    })
+    wait_for(
+        "the renewal after OpenBao is back",
+        Duration::from_secs(20),
+        || annotation(rig, name, "secret-injector.io/lease-renewed").is_some(),
+    )
     .await;
     assert_eq!(lease_id(rig, name), lease, "same lease, renewed");
     assert_eq!(creds(rig, name), c);
@@ -223,7 +299,13 @@ async fn openbao_paused_across_a_renewal_keeps_the_credentials_and_converges_wit
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.standin.count("patch", "deployments"), 0, "no rollout");
     let metrics = webhook.metrics().await;
-    assert!(metric(&metrics, r#"secret_injector_lease_operations_total{operation="renew",result="error"}"#) >= 1.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            r#"secret_injector_lease_operations_total{operation="renew",result="error"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
     let events = serde_json::to_string(&rig.standin.objects("events.events.k8s.io")).unwrap();
     assert_no_leak("events", &events, &[c.password.as_str()]);
 }

@@ -100,7 +100,11 @@ pub(super) async fn refresh_issued(
                 }
                 // A lease Vault no longer knows (expired, revoked behind our back) or refuses
                 // to renew: re-issue below if time is short, else report.
-                Err(e) if policy::should_reissue(&lease, now) => {
+                // (Vault down: re-issuing would fail the same way; back off and warn.)
+                Err(e)
+                    if !matches!(e, crate::provider::ProviderError::Unreachable { .. })
+                        && policy::should_reissue(&lease, now) =>
+                {
                     warn!(namespace = %tracked.namespace, name = %tracked.name, error = %e, "lease renewal failed; re-issuing");
                 }
                 Err(e) => {

@@ -646,7 +646,8 @@ fn lease_failure(
     let delay = schedule::backoff_delay(base, failures, rng)
         .min(left / 2)
         .max(Duration::from_secs(1));
-    let expiring = crate::pipeline::issue::should_reissue(lease, now);
+    // "Well before expiry": in the last quarter of the credentials' life.
+    let expiring = left.as_secs_f64() <= lease.lifetime().as_secs_f64() * 0.25;
     let reason = if expiring {
         "LeaseExpiring"
     } else {

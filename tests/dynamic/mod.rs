@@ -48,7 +48,13 @@ impl DbRig {
     /// with the dynamic policy and a login-token TTL of `login_ttl` seconds.
     pub async fn start(default_ttl: u64, max_ttl: u64, login_ttl: u64) -> DbRig {
         let (rig, pg) = tokio::join!(Rig::start(), Postgres::start());
-        must(&rig, Method::POST, "sys/mounts/database", json!({"type": "database"})).await;
+        must(
+            &rig,
+            Method::POST,
+            "sys/mounts/database",
+            json!({"type": "database"}),
+        )
+        .await;
         must(
             &rig,
             Method::POST,
@@ -80,7 +86,13 @@ impl DbRig {
         rig.bao
             .write_policy("payments-dynamic-no-orphan", &dynamic_policy(false))
             .await;
-        kubernetes_role(&rig, "payments", &["payments-read", "payments-dynamic"], login_ttl).await;
+        kubernetes_role(
+            &rig,
+            "payments",
+            &["payments-read", "payments-dynamic"],
+            login_ttl,
+        )
+        .await;
         DbRig { rig, pg }
     }
 
@@ -98,7 +110,11 @@ impl DbRig {
         {
             Ok(v) => v["data"]["keys"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
             Err((404, _)) => Vec::new(),
             Err(e) => panic!("listing leases: {e:?}"),
@@ -211,7 +227,12 @@ pub async fn admit(
 ) -> Value {
     let rs_uid = rig.replicaset_uid(replicaset);
     let (body, response) = webhook
-        .mutate(&pod_review(uid, Some((replicaset, &rs_uid)), SA, annotations))
+        .mutate(&pod_review(
+            uid,
+            Some((replicaset, &rs_uid)),
+            SA,
+            annotations,
+        ))
         .await;
     assert_eq!(response["allowed"], true, "{body}");
     response
