@@ -132,3 +132,176 @@ fn check_name(field: &str, name: &str) -> Result<(), SpecError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use crate::spec::*;
+
+    fn parse_with(pairs: &[(&str, &str)]) -> Result<Option<InjectionSpec>, SpecError> {
+        let names = vec!["app".to_string()];
+        let ann: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(
+            &ann,
+            &ParseContext {
+                workload_name: Some("payments-api"),
+                container_names: &names,
+                min_refresh_interval: Duration::from_secs(10),
+            },
+        )
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> (String, String) {
+        match parse_with(pairs) {
+            Err(SpecError::Invalid { key, message }) => (key, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    const STORE: (&str, &str) = ("secret-injector.io/store", "vault-backend");
+
+    #[test]
+    fn short_form_dynamic_goes_through_env_from() {
+        let spec = parse_with(&[
+            STORE,
+            ("secret-injector.io/dynamic", "database/creds/payments-rw"),
+        ])
+        .unwrap()
+        .unwrap();
+        let item = &spec.items[0];
+        assert_eq!(
+            item.dynamic.as_ref().unwrap().path,
+            "database/creds/payments-rw"
+        );
+        assert!(item.exposure.env_from);
+        assert!(item.source().is_issued());
+        assert_eq!(item.source().secret_type(), "Opaque");
+        assert_eq!(item.rollout, Rollout::Restart);
+    }
+
+    #[test]
+    fn short_form_dynamic_mistakes_name_the_annotation() {
+        let (key, msg) = err(&[
+            STORE,
+            ("secret-injector.io/dynamic", "database/creds/x"),
+            ("secret-injector.io/env.A", "kv/a#b"),
+        ]);
+        assert_eq!(key, "secret-injector.io/dynamic");
+        assert!(msg.contains("secret-injector.io/env.A"), "{msg}");
+        let (key, _) = err(&[
+            STORE,
+            ("secret-injector.io/dynamic", "database/creds/x"),
+            ("secret-injector.io/refresh-interval", "1h"),
+        ]);
+        assert_eq!(key, "secret-injector.io/refresh-interval");
+        for bad in [
+            "sys/leases/lookup",
+            "auth/token/create",
+            "../x",
+            "/database/creds/x",
+        ] {
+            let (key, _) = err(&[STORE, ("secret-injector.io/dynamic", bad)]);
+            assert_eq!(key, "secret-injector.io/dynamic", "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_form_dynamic_and_certificate() {
+        let items = r#"
+- name: payments-db
+  storeRef: {name: vault-backend}
+  dynamic:
+    path: database/creds/payments-rw
+    keys: {DB_USERNAME: username, DB_PASSWORD: password}
+- name: payments-tls
+  storeRef: {name: vault-backend}
+  certificate: {path: pki/issue/payments, commonName: api.payments.svc, altNames: [api], ttl: 72h}
+- name: payments-token
+  storeRef: {name: vault-backend}
+  dynamic: {path: aws/sts/deploy, method: POST, parameters: {ttl: 15m}}
+"#;
+        let spec = parse_with(&[("secret-injector.io/external-secrets", items)])
+            .unwrap()
+            .unwrap();
+        let db = &spec.items[0];
+        assert_eq!(db.exposure.env_keys, vec!["DB_PASSWORD", "DB_USERNAME"]);
+        assert!(!db.exposure.env_from);
+        let tls = &spec.items[1];
+        assert_eq!(tls.source().secret_type(), "kubernetes.io/tls");
+        assert_eq!(
+            tls.rollout,
+            Rollout::None,
+            "mounted certificates update in place"
+        );
+        assert!(tls.exposure.env_keys.is_empty() && !tls.exposure.env_from);
+        assert_eq!(
+            tls.exposure.files.as_ref().unwrap().mount_path,
+            "/var/run/secret-injector/payments-tls"
+        );
+        let token = &spec.items[2];
+        let d = token.dynamic.as_ref().unwrap();
+        assert_eq!(d.method, DynamicMethod::Post);
+        assert!(token.exposure.env_from);
+        // Recorded and replayed unchanged.
+        let json = serde_json::to_string(&token.source()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SourceSpec>(&json).unwrap(),
+            token.source()
+        );
+    }
+
+    #[test]
+    fn full_form_mistakes_name_item_and_field() {
+        let cases = [
+            (
+                "[{name: a, storeRef: {name: v}, dynamic: {path: database/creds/x}, data: [{secretKey: A, remoteRef: {key: k}}]}]",
+                "secret-injector.io/external-secrets[0].dynamic",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, dynamic: {path: database/creds/x, method: DELETE}}]",
+                "secret-injector.io/external-secrets[0].dynamic.method",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, dynamic: {path: database/creds/x, parameters: {a: 1}}}]",
+                "secret-injector.io/external-secrets[0].dynamic.parameters",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, dynamic: {path: database/creds/x, parameters: {a: {b: 1}}, method: POST}}]",
+                "secret-injector.io/external-secrets[0].dynamic.parameters.a",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, dynamic: {path: database/creds/x, keys: {'1X': username}}}]",
+                "secret-injector.io/external-secrets[0].dynamic.keys",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, refreshInterval: 1h, dynamic: {path: database/creds/x}}]",
+                "secret-injector.io/external-secrets[0].refreshInterval",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, certificate: {path: pki/issue/x, commonName: 'a b'}}]",
+                "secret-injector.io/external-secrets[0].certificate.commonName",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, certificate: {path: pki/issue/x, commonName: a, ttl: soon}}]",
+                "secret-injector.io/external-secrets[0].certificate.ttl",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, certificate: {path: pki/issue/x, commonName: a}, inject: {env: true}}]",
+                "secret-injector.io/external-secrets[0].inject.env",
+            ),
+            (
+                "[{name: a, storeRef: {name: v}, certificate: {path: pki/issue/x, commonName: a}, dynamic: {path: database/creds/x}}]",
+                "secret-injector.io/external-secrets[0].certificate",
+            ),
+        ];
+        for (text, want) in cases {
+            let (key, msg) = err(&[("secret-injector.io/external-secrets", text)]);
+            assert_eq!(key, want, "{text}: {msg}");
+        }
+    }
+}
