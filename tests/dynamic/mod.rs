@@ -3,6 +3,8 @@
 //! renew and revoke `database/creds/payments-rw`, and helpers to look at leases.
 #![allow(dead_code)]
 
+pub mod demo;
+
 use std::time::Duration;
 
 use reqwest::Method;
