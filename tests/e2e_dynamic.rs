@@ -15,7 +15,27 @@ use test_rig::payments::*;
 async fn one_issuance_per_workload_whose_credentials_log_in() {
     let db = DbRig::start(3600, 7200, 1200).await;
     let rig = &db.rig;
-    let webhook = start_webhook(&rig.standin, &FAST).await;
+    rig.seed_aws_store("aws-store", "http://127.0.0.1:9", None);
+    let mut args = FAST.to_vec();
+    args.extend(["--allowed-aws-endpoints", "http://127.0.0.1:*"]);
+    let webhook = start_webhook(&rig.standin, &args).await;
+
+    // Dynamic secrets come from Vault stores only: denied naming the annotation.
+    let rs_uid = rig.replicaset_uid(REPLICASET);
+    let (_, denied) = webhook
+        .mutate(&pod_review(
+            "uid-aws",
+            Some((REPLICASET, &rs_uid)),
+            SA,
+            json!({"secret-injector.io/store": "aws-store", "secret-injector.io/dynamic": CREDS}),
+        ))
+        .await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let msg = denied["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("secret-injector.io/dynamic") && msg.contains("Vault"),
+        "{msg}"
+    );
 
     let response = admit(rig, &webhook, "uid-1", REPLICASET, short_form()).await;
     let name = "payments-api-injected";
@@ -72,6 +92,17 @@ async fn one_issuance_per_workload_whose_credentials_log_in() {
     assert!(db.login(&ledger).await.is_ok());
     assert_eq!(db.leases().await.len(), 2, "one lease per workload");
 
+    // The leader counts the leases its Secrets hold.
+    let mut held = 0.0;
+    for _ in 0..50 {
+        held = metric(&webhook.metrics().await, "secret_injector_leases_held");
+        if held == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 2.0, "leases held");
+
     // Nothing secret anywhere it must not be.
     let sentinels = [c.password.as_str(), ledger.password.as_str()];
     let metrics = webhook.metrics().await;
@@ -119,7 +150,7 @@ async fn credentials_outlive_a_short_login_token() {
     assert!(db.login(&c).await.is_ok());
 
     rig.seed_deployment("ledger", "ledger-5d8f");
-    admit(
+    let response = admit(
         rig,
         &webhook,
         "uid-2",
@@ -127,6 +158,12 @@ async fn credentials_outlive_a_short_login_token() {
         json!({"secret-injector.io/store": "vault-no-orphan", "secret-injector.io/dynamic": CREDS}),
     )
     .await;
+    assert!(
+        response["warnings"]
+            .to_string()
+            .contains("auth/token/create-orphan"),
+        "the fallback is explicit: {response}"
+    );
     assert_eq!(
         annotation(rig, "ledger-injected", "secret-injector.io/lease-holder").as_deref(),
         Some("login-token")

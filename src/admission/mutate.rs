@@ -106,7 +106,7 @@ async fn run(
     else {
         return Ok(None);
     };
-    let patch = patch::plan(pod, &spec)?;
+    let mut patch = patch::plan(pod, &spec)?;
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
@@ -231,6 +231,17 @@ async fn run(
         let data = match issued.get(&i) {
             Some(issuance) => {
                 let mut lease = issuance.lease.clone();
+                if lease.holder == managed::recorded::LeaseHolder::LoginToken {
+                    patch.warnings.push(format!(
+                        "Secret {}: Vault refused auth/token/create-orphan, so the credentials \
+                         end with the login token (at {}) and are re-issued before that, with a \
+                         rollout each time; grant update on auth/token/create-orphan to the \
+                         role's policy (see docs/dynamic-secrets.md)",
+                        target.name,
+                        k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second())
+                            .unwrap_or(lease.expires())
+                    ));
+                }
                 lease.retiring = retiring_after(
                     &current,
                     &target,

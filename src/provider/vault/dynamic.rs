@@ -53,7 +53,7 @@ impl VaultProvider {
                     config,
                     None,
                     Method::PUT,
-                    &format!("sys/leases/renew/{lease_id}"),
+                    (&format!("sys/leases/renew/{lease_id}"), "sys/leases/renew"),
                     Some(json!({ "increment": inc })),
                 )
                 .await
@@ -64,7 +64,7 @@ impl VaultProvider {
                             config,
                             None,
                             Method::PUT,
-                            "sys/leases/renew",
+                            ("sys/leases/renew", "sys/leases/renew"),
                             Some(json!({ "lease_id": lease_id, "increment": inc })),
                         )
                         .await
@@ -95,7 +95,10 @@ impl VaultProvider {
                     config,
                     None,
                     Method::PUT,
-                    &format!("sys/leases/revoke/{lease_id}"),
+                    (
+                        &format!("sys/leases/revoke/{lease_id}"),
+                        "sys/leases/revoke",
+                    ),
                     Some(json!({})),
                 )
                 .await;
@@ -106,7 +109,7 @@ impl VaultProvider {
                             config,
                             None,
                             Method::PUT,
-                            "sys/leases/revoke",
+                            ("sys/leases/revoke", "sys/leases/revoke"),
                             Some(json!({ "lease_id": lease_id })),
                         )
                         .await
@@ -171,7 +174,7 @@ impl VaultProvider {
             config,
             None,
             Method::POST,
-            "auth/token/create-orphan",
+            ("auth/token/create-orphan", "auth/token/create-orphan"),
             Some(holder_body),
         )
         .await;
@@ -222,7 +225,7 @@ impl VaultProvider {
             config,
             holder_token.as_ref().map(SecretToken::expose),
             method,
-            &request.path,
+            (&request.path, &request.path),
             body,
         )
         .await;
@@ -279,13 +282,14 @@ fn check_lease_id(id: &str) -> Result<(), ProviderError> {
     }
 }
 
-/// One Vault API call with `token` (the session's login token when None).
+/// One Vault API call with `token` (the session's login token when None). Messages name
+/// `what` (never a lease id, and no URL).
 async fn call(
     session: &Session,
     config: &VaultConfig,
     token: Option<&str>,
     method: Method,
-    path: &str,
+    (path, what): (&str, &str),
     body: Option<Value>,
 ) -> Result<Value, ProviderError> {
     let url = config.server.join(&format!("v1/{path}")).map_err(|e| {
@@ -306,7 +310,10 @@ async fn call(
         request = request.json(&b);
     }
     let unreachable = |e: reqwest::Error| ProviderError::Unreachable {
-        detail: crate::provider::net::transport_error(&e),
+        detail: format!(
+            "{what}: {}",
+            crate::provider::net::transport_error(&e.without_url())
+        ),
     };
     let response = request.send().await.map_err(unreachable)?;
     let status = response.status().as_u16();
@@ -316,7 +323,7 @@ async fn call(
             return Ok(Value::Null);
         }
         return serde_json::from_str(&text).map_err(|_| ProviderError::Backend {
-            detail: format!("Vault answered {path} with something that is not JSON"),
+            detail: format!("Vault answered {what} with something that is not JSON"),
         });
     }
     let errors: Vec<String> = serde_json::from_str::<Value>(&text)
@@ -330,10 +337,10 @@ async fn call(
         })
         .unwrap_or_default();
     let detail = if errors.is_empty() {
-        format!("Vault {status} on {path}")
+        format!("Vault {status} on {what}")
     } else {
         format!(
-            "Vault {status} on {path}: {}",
+            "Vault {status} on {what}: {}",
             scrub(&tidy_vault_errors(&errors))
         )
     };
