@@ -391,6 +391,49 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_round_trips_and_is_not_part_of_the_request() {
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let mut r = recorded(Owner::bare_pod("ns", "p"));
+        let plain = r.annotations();
+        r.lease = Some(LeaseRecord {
+            id: "database/creds/app/abc".into(),
+            issued: t(1_000_000),
+            ttl: Duration::from_secs(3600),
+            renewed: Some(t(1_002_400)),
+            renewable: true,
+            holder: LeaseHolder::OrphanToken,
+            holder_expires: Some(t(1_086_400)),
+            next: t(1_004_000),
+            retiring: vec![Retiring {
+                id: "database/creds/app/old".into(),
+                revoke_at: t(1_000_600),
+            }],
+        });
+        let ann = r.annotations();
+        assert_eq!(ann[ANN_LEASE_EXPIRES], t(1_006_000).to_string());
+        let meta = ObjectMeta {
+            namespace: Some("ns".into()),
+            annotations: Some(ann.clone()),
+            ..Default::default()
+        };
+        assert_eq!(Recorded::from_meta(&meta).unwrap(), r);
+        // Same request with or without the lease; the lease comparison sees the difference.
+        assert!(r.same_request(&plain));
+        assert!(r.same_lease(&ann));
+        assert!(!r.same_lease(&plain));
+        let mut malformed = ann;
+        malformed.insert(ANN_LEASE_NEXT.into(), "soon".into());
+        let meta = ObjectMeta {
+            annotations: Some(malformed),
+            ..Default::default()
+        };
+        assert_eq!(
+            Recorded::from_meta(&meta),
+            Err(RecordedError::Lease(ANN_LEASE_NEXT))
+        );
+    }
+
+    #[test]
     fn missing_and_malformed_annotations_are_named() {
         let mut ann = recorded(Owner::bare_pod("ns", "p")).annotations();
         ann.insert(ANN_OWNER.into(), "no-slash".into());
