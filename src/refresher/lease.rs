@@ -2,6 +2,8 @@
 //! in the last part of its life, revoke the leases it replaced once their grace period is over,
 //! and revoke everything when its workload is gone. Timing policy: `pipeline::issue`.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -9,12 +11,14 @@ use rand::SeedableRng;
 use tracing::{info, warn};
 
 use super::refresh::{LeaseAction, RefreshError, Refreshed, Tracked};
+use super::schedule;
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::managed::recorded::{after, LeaseRecord, Retiring};
 use crate::managed::{self, Fence, WriteOutcome};
 use crate::pipeline::issue::{self as policy, lease_belongs};
 use crate::store::ResolvedStore;
+use tokio::time::Instant;
 
 /// When the refresher should next look at an issued Secret: its next check, or the first
 /// retiring lease's revocation time, whichever comes first.
@@ -66,7 +70,7 @@ pub(super) async fn refresh_issued(
                     warn!(namespace = %tracked.namespace, name = %tracked.name, error = %e, "revoking a replaced lease failed; retrying later");
                     kept.push(Retiring {
                         id: r.id,
-                        revoke_at: after(now, std::time::Duration::from_secs(30)),
+                        revoke_at: after(now, Duration::from_secs(30)),
                     });
                 }
             }
@@ -264,11 +268,7 @@ async fn revoke(
 /// After a Secret with leases was deleted: revoke them when its workload is gone too (a
 /// Secret deleted by hand while the workload runs keeps its leases until they expire: its
 /// pods still use the credentials).
-pub(super) async fn revoke_if_orphaned(
-    ctx: &Context,
-    tracked: &Tracked,
-    grace: std::time::Duration,
-) {
+pub(super) async fn revoke_if_orphaned(ctx: &Context, tracked: &Tracked, grace: Duration) {
     match super::refresh::owner_gone(ctx.client(), tracked, grace).await {
         Ok(true) => {
             if let Err(e) = revoke_all(ctx, tracked).await {
@@ -280,4 +280,103 @@ pub(super) async fn revoke_if_orphaned(
             warn!(namespace = %tracked.namespace, name = %tracked.name, error = %crate::k8s::api_error_message(&e), "could not check the owner of a deleted Secret; its leases expire on their own")
         }
     }
+}
+
+impl super::Refresher {
+    /// Issued Secrets follow their lease, not an interval.
+    pub(super) fn upsert_issued(&mut self, key: super::Key, tracked: Tracked) {
+        let now = Instant::now();
+        let forced = self.entries.get(&key).is_some_and(|e| {
+            tracked.force_sync.is_some() && tracked.force_sync != e.tracked.force_sync
+        });
+        let at = if forced {
+            now
+        } else {
+            instant_of(issued_due(&tracked))
+        };
+        let entry = self
+            .entries
+            .entry(key.clone())
+            .or_insert_with(|| super::Entry {
+                tracked: tracked.clone(),
+                failures: 0,
+                running: false,
+                rerun: false,
+            });
+        entry.tracked = tracked;
+        if entry.running {
+            entry.rerun |= forced;
+        } else if entry.failures == 0 || forced {
+            self.queue.schedule(key, at);
+        }
+    }
+
+    /// A Secret was deleted (by the garbage collector with its workload, or by hand): its
+    /// leases are revoked once the workload is confirmed gone.
+    pub(super) fn on_issued_deleted(&self, key: &super::Key) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        if entry.tracked.record.lease.is_some() {
+            let (ctx, tracked) = (self.ctx.clone(), entry.tracked.clone());
+            let grace = self.config.orphan_grace;
+            tokio::spawn(async move { revoke_if_orphaned(&ctx, &tracked, grace).await });
+        }
+    }
+}
+
+/// When an issued Secret is next due (now when it has no lease record yet).
+pub(super) fn issued_due(tracked: &Tracked) -> k8s_openapi::jiff::Timestamp {
+    tracked
+        .record
+        .lease
+        .as_ref()
+        .map_or_else(k8s_openapi::jiff::Timestamp::now, due)
+}
+
+/// A wall-clock time as a Tokio instant (now when it is past).
+pub(super) fn instant_of(at: k8s_openapi::jiff::Timestamp) -> Instant {
+    Instant::now() + crate::managed::recorded::between(k8s_openapi::jiff::Timestamp::now(), at)
+}
+
+/// Backoff, Event reason and message after a failed lease refresh: retries come quicker than
+/// for KV (a lease does not wait) but never later than halfway to the expiry; the reason turns
+/// to `LeaseExpiring` once the credentials are in the part of their life where they should
+/// already have been replaced.
+pub(super) fn lease_failure(
+    tracked: &Tracked,
+    failures: u32,
+    error: &RefreshError,
+    rng: &mut impl rand::Rng,
+) -> (Duration, &'static str, String) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let Some(lease) = &tracked.record.lease else {
+        let delay = schedule::backoff_delay(Duration::from_secs(5), failures, rng);
+        let note = format!(
+            "issuing credentials for Secret {} failed (attempt {failures}, next in {}s): {error}",
+            tracked.name,
+            delay.as_secs()
+        );
+        return (delay, "LeaseRenewalFailed", note);
+    };
+    let left = crate::managed::recorded::between(now, lease.expires());
+    let base = (left / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let delay = schedule::backoff_delay(base, failures, rng)
+        .min(left / 2)
+        .max(Duration::from_secs(1));
+    // "Well before expiry": in the last quarter of the credentials' life.
+    let expiring = left.as_secs_f64() <= lease.lifetime().as_secs_f64() * 0.25;
+    let reason = if expiring {
+        "LeaseExpiring"
+    } else {
+        "LeaseRenewalFailed"
+    };
+    let note = format!(
+        "{} of Secret {} could not be renewed or re-issued (attempt {failures}, next in {}s); the current credentials stay in place and expire at {}: {error}",
+        if expiring { "credentials close to expiry" } else { "the lease" },
+        tracked.name,
+        delay.as_secs(),
+        k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second()).unwrap_or(lease.expires()),
+    );
+    (delay, reason, note)
 }

@@ -211,17 +211,7 @@ impl Refresher {
             Event::Apply(obj) => self.upsert(&obj),
             Event::Delete(obj) => {
                 let key = Key::of(&obj.metadata);
-                // Deleted by the garbage collector with its workload (or by hand): its leases
-                // are revoked once the workload is confirmed gone.
-                if let Some(entry) = self.entries.get(&key) {
-                    if entry.tracked.record.lease.is_some() {
-                        let (ctx, tracked) = (self.ctx.clone(), entry.tracked.clone());
-                        let grace = self.config.orphan_grace;
-                        tokio::spawn(async move {
-                            lease::revoke_if_orphaned(&ctx, &tracked, grace).await
-                        });
-                    }
-                }
+                self.on_issued_deleted(&key);
                 self.forget(&key);
             }
         }
@@ -244,27 +234,7 @@ impl Refresher {
         let key = key_of(&tracked);
         let now = Instant::now();
         if tracked.record.source.is_issued() {
-            // Issued Secrets follow their lease, not an interval.
-            let forced = self.entries.get(&key).is_some_and(|e| {
-                tracked.force_sync.is_some() && tracked.force_sync != e.tracked.force_sync
-            });
-            let at = if forced {
-                now
-            } else {
-                instant_of(issued_due(&tracked))
-            };
-            let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
-                tracked: tracked.clone(),
-                failures: 0,
-                running: false,
-                rerun: false,
-            });
-            entry.tracked = tracked;
-            if entry.running {
-                entry.rerun |= forced;
-            } else if entry.failures == 0 || forced {
-                self.queue.schedule(key, at);
-            }
+            self.upsert_issued(key, tracked);
             return;
         }
         match self.entries.get_mut(&key) {
@@ -442,7 +412,7 @@ impl Refresher {
                 if let Some(v) = version {
                     entry.tracked.resource_version = v;
                 }
-                let at = if rerun { now } else { instant_of(due) };
+                let at = if rerun { now } else { lease::instant_of(due) };
                 self.queue.schedule(key, at);
                 if action == refresh::LeaseAction::Reissued {
                     self.on_changed(&tracked).await;
@@ -468,7 +438,7 @@ impl Refresher {
                 entry.failures += 1;
                 let failures = entry.failures;
                 let (delay, reason, note) =
-                    lease_failure(&tracked, failures, &error, &mut self.rng);
+                    lease::lease_failure(&tracked, failures, &error, &mut self.rng);
                 warn!(namespace = %key.namespace, name = %key.name, failures, retry_in_s = delay.as_secs_f32(), %error, "lease renewal or re-issue failed; the current credentials are kept while valid");
                 self.queue.schedule(key.clone(), now + delay);
                 rollout::event(
@@ -605,62 +575,6 @@ impl Refresher {
             }
         }
     }
-}
-
-/// When an issued Secret is next due (now when it has no lease record yet).
-fn issued_due(tracked: &Tracked) -> k8s_openapi::jiff::Timestamp {
-    tracked
-        .record
-        .lease
-        .as_ref()
-        .map_or_else(k8s_openapi::jiff::Timestamp::now, lease::due)
-}
-
-/// A wall-clock time as a Tokio instant (now when it is past).
-fn instant_of(at: k8s_openapi::jiff::Timestamp) -> Instant {
-    Instant::now() + crate::managed::recorded::between(k8s_openapi::jiff::Timestamp::now(), at)
-}
-
-/// Backoff, Event reason and message after a failed lease refresh: retries come quicker than
-/// for KV (a lease does not wait) but never later than halfway to the expiry; the reason turns
-/// to `LeaseExpiring` once the credentials are in the part of their life where they should
-/// already have been replaced.
-fn lease_failure(
-    tracked: &Tracked,
-    failures: u32,
-    error: &RefreshError,
-    rng: &mut impl rand::Rng,
-) -> (Duration, &'static str, String) {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let Some(lease) = &tracked.record.lease else {
-        let delay = schedule::backoff_delay(Duration::from_secs(5), failures, rng);
-        let note = format!(
-            "issuing credentials for Secret {} failed (attempt {failures}, next in {}s): {error}",
-            tracked.name,
-            delay.as_secs()
-        );
-        return (delay, "LeaseRenewalFailed", note);
-    };
-    let left = crate::managed::recorded::between(now, lease.expires());
-    let base = (left / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let delay = schedule::backoff_delay(base, failures, rng)
-        .min(left / 2)
-        .max(Duration::from_secs(1));
-    // "Well before expiry": in the last quarter of the credentials' life.
-    let expiring = left.as_secs_f64() <= lease.lifetime().as_secs_f64() * 0.25;
-    let reason = if expiring {
-        "LeaseExpiring"
-    } else {
-        "LeaseRenewalFailed"
-    };
-    let note = format!(
-        "{} of Secret {} could not be renewed or re-issued (attempt {failures}, next in {}s); the current credentials stay in place and expire at {}: {error}",
-        if expiring { "credentials close to expiry" } else { "the lease" },
-        tracked.name,
-        delay.as_secs(),
-        k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second()).unwrap_or(lease.expires()),
-    );
-    (delay, reason, note)
 }
 
 /// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
