@@ -28,6 +28,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the SecretStore and ClusterSecretStore CRDs as YAML.
     Crds,
+    /// Check manifests offline: the managed Secrets and pod patch each workload would get, or
+    /// the webhook's denial. Contacts no cluster and no backend.
+    Render(RenderArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,7 +234,7 @@ pub struct CertsArgs {
     #[arg(
         long,
         env = "SECRET_INJECTOR_CERTS_OUT_DIR",
-        default_value = "certs/generated"
+        default_value = "certs/self-signed/generated"
     )]
     pub out_dir: PathBuf,
     /// Namespace of the webhook Service.
@@ -264,6 +267,54 @@ pub struct CertsArgs {
     /// Validity of the serving certificate in days (the CA lives twice as long).
     #[arg(long, env = "SECRET_INJECTOR_CERTS_DAYS", default_value_t = 365)]
     pub days: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// Manifest file, directory (its .yaml, .yml and .json files) or `-` for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "SECRET_INJECTOR_RENDER_FILENAME",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// Read directories given with -f and --stores recursively.
+    #[arg(short = 'R', long, env = "SECRET_INJECTOR_RENDER_RECURSIVE")]
+    pub recursive: bool,
+    /// SecretStore / ClusterSecretStore objects (file, directory or `-`; other kinds are
+    /// ignored) to check store references against. Without it references are not checked.
+    #[arg(long, env = "SECRET_INJECTOR_RENDER_STORES", value_delimiter = ',')]
+    pub stores: Vec<PathBuf>,
+    /// Namespace of objects that do not name one.
+    #[arg(
+        short = 'n',
+        long,
+        env = "SECRET_INJECTOR_RENDER_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SECRET_INJECTOR_RENDER_OUTPUT", value_enum, default_value_t = RenderOutput::Text)]
+    pub output: RenderOutput,
+    /// As for `serve`: shorter refresh intervals are denied.
+    #[arg(long, env = "SECRET_INJECTOR_MIN_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub min_refresh_interval: Duration,
+    /// As for `serve`: Vault/OpenBao servers a store may name (checked with --stores).
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_VAULT_SERVERS", default_value = "", value_parser = parse_endpoints)]
+    pub allowed_vault_servers: EndpointList,
+    /// As for `serve`: AWS endpoints a store may name (checked with --stores).
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_AWS_ENDPOINTS", default_value = crate::store::DEFAULT_AWS_ENDPOINTS, value_parser = parse_endpoints)]
+    pub allowed_aws_endpoints: EndpointList,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderOutput {
+    /// For people.
+    Text,
+    /// One JSON document (stable field names), for CI.
+    Json,
 }
 
 /// A parsed, comma-separated list of endpoint patterns.

@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(secret_injector::app::run(*args).await?)
         }
         Command::Certs(args) => secret_injector::certs::run(&args),
+        Command::Render(args) => std::process::exit(secret_injector::render::run(&args)),
         Command::Crds => {
             print!("{}", secret_injector::store::crd::crds_yaml()?);
             Ok(())

@@ -38,6 +38,16 @@ pub enum InjectError {
     },
 }
 
+/// Plan errors keep their own variants (and so their kind) in a denial.
+impl From<crate::plan::PlanError> for InjectError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        match e {
+            crate::plan::PlanError::Spec(e) => InjectError::Spec(e),
+            crate::plan::PlanError::Patch(e) => InjectError::Patch(e),
+        }
+    }
+}
+
 impl InjectError {
     /// The denial message shown to the user (kubectl, Events of the ReplicaSet). It is built
     /// only from references, names and scrubbed backend messages — never values or tokens.

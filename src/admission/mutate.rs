@@ -13,9 +13,10 @@ use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
-use crate::patch::{self, PodPatch};
+use crate::patch::PodPatch;
 use crate::pipeline;
-use crate::spec::{self, ParseContext};
+use crate::plan;
+use crate::spec;
 use crate::store::ResolvedStore;
 
 /// What the pipeline is doing, for the deadline message.
@@ -81,32 +82,15 @@ async fn run(
 ) -> Result<Option<Mutation>, InjectError> {
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
     let workload = ctx.owner_chain(namespace, pod).await?;
-    let mut annotations = spec::config_annotations(&workload.annotations);
-    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
-
-    let container_names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let Some(spec) = spec::parse(
-        &annotations,
-        &ParseContext {
-            workload_name: workload.name.as_deref(),
-            container_names: &container_names,
-            min_refresh_interval: ctx.config().min_refresh_interval,
-        },
+    let Some(plan::Planned { spec, mut patch }) = plan::plan(
+        pod,
+        workload.name.as_deref(),
+        &workload.annotations,
+        ctx.config().min_refresh_interval,
     )?
     else {
         return Ok(None);
     };
-    let mut patch = patch::plan(pod, &spec)?;
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();

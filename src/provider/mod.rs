@@ -19,6 +19,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod findings;
 pub mod issue;
 pub mod net;
 pub mod policy;
@@ -30,7 +31,8 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 
-pub use config::{FieldError, Findings, ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+pub use config::{ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+pub use findings::{FieldError, Findings};
 pub use registry::Providers;
 pub(crate) use select::json_field;
 pub use select::{extract, select, SelectError};
@@ -231,9 +233,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The provider, issuing pods' tokens with `tokens`.
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self;
 
-    /// Its section of `spec.provider`, when set.
-    fn spec(provider: &ProviderSpec) -> Option<&Self::Spec>;
-
     /// The section checked against the operator's endpoint policy and turned into a
     /// configuration; every problem (with its field path) and every advice go to `out`.
     fn validate(
@@ -241,10 +240,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
         endpoints: &EndpointPolicy,
         out: &mut Findings,
     ) -> Option<Self::Config>;
-
-    /// Its configuration inside a [`ProviderConfig`], and back.
-    fn config(config: &ProviderConfig) -> Option<&Self::Config>;
-    fn wrap(config: Self::Config) -> ProviderConfig;
 
     /// Read every key as `identity` (see [`SecretProvider::fetch`]).
     fn fetch(
@@ -290,64 +285,4 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn probe(
         config: &Self::Config,
     ) -> impl std::future::Future<Output = Result<String, String>> + Send;
-}
-
-impl<B: Backend> SecretProvider for B {
-    fn fetch<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        keys: &'a [RemoteKey],
-    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        match B::config(&store.config) {
-            Some(config) => Box::pin(Backend::fetch(self, identity, config, keys)),
-            // Never through Providers, which picks the backend by the configuration.
-            None => Box::pin(futures::future::ready(Err(KeyedError {
-                key: None,
-                error: not_this_backend::<B>(),
-            }))),
-        }
-    }
-
-    fn issue<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        request: &'a issue::IssueRequest,
-    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>> {
-        match B::config(&store.config) {
-            Some(config) => Box::pin(Backend::issue(self, identity, config, request)),
-            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
-        }
-    }
-
-    fn renew<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        lease_id: &'a str,
-        increment: std::time::Duration,
-    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>> {
-        match B::config(&store.config) {
-            Some(config) => Box::pin(Backend::renew(self, identity, config, lease_id, increment)),
-            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
-        }
-    }
-
-    fn revoke<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        lease_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        match B::config(&store.config) {
-            Some(config) => Box::pin(Backend::revoke(self, identity, config, lease_id)),
-            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
-        }
-    }
-}
-
-// Never through Providers, which picks the backend by the configuration.
-fn not_this_backend<B: Backend>() -> ProviderError {
-    ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME))
 }

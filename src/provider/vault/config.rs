@@ -4,7 +4,7 @@ use base64::Engine;
 use url::Url;
 
 use super::spec::{VaultAuthSpec, VaultProviderSpec};
-use crate::provider::config::Findings;
+use crate::provider::findings::Findings;
 use crate::provider::policy::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -232,8 +232,9 @@ fn decode_ca_bundle(b64: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::provider::config::{FieldError, ProviderConfig};
+    use crate::provider::findings::FieldError;
     use crate::provider::vault::{ServiceAccountRef, VaultKubernetesAuth};
+    use crate::provider::ProviderConfig;
     use crate::provider::ProviderSpec;
     use crate::provider::Providers;
 
