@@ -169,6 +169,12 @@ pub struct SecretReport {
     pub keys: Vec<String>,
     pub data: Vec<DataRef>,
     pub extract: Vec<RemoteRef>,
+    /// A dynamic secret: issued once per workload, its lease renewed and re-issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<spec::DynamicSpec>,
+    /// A certificate (kubernetes.io/tls Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<spec::CertificateSpec>,
     pub inject: InjectReport,
     /// Containers (and init containers) injected; absent = all.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -328,7 +334,9 @@ fn text_workload(out: &mut String, w: &WorkloadReport) {
             StoreCheck::Undecided => " (found; namespace conditions undecided, see notes)",
         };
         out.push_str(&format!("    store:            {}{check}\n", s.store));
-        let interval = if s.refresh_interval == "0" {
+        let interval = if s.dynamic.is_some() || s.certificate.is_some() {
+            "by the lease (renewed, re-issued at 2/3 of its life)".to_string()
+        } else if s.refresh_interval == "0" {
             "0 (fetched once)".to_string()
         } else {
             s.refresh_interval.clone()
@@ -348,6 +356,27 @@ fn text_workload(out: &mut String, w: &WorkloadReport) {
         for e in &s.extract {
             out.push_str(&format!(
                 "    extract:          every top-level key of {e}\n"
+            ));
+        }
+        if let Some(d) = &s.dynamic {
+            out.push_str(&format!(
+                "    dynamic:          {} {} (issued once per workload)\n",
+                d.method.as_str(),
+                d.path
+            ));
+            for (key, field) in &d.keys {
+                out.push_str(&format!("      {key}  <- {field}\n"));
+            }
+        }
+        if let Some(c) = &s.certificate {
+            out.push_str(&format!(
+                "    certificate:      {} CN={}{} (kubernetes.io/tls)\n",
+                c.path,
+                c.common_name,
+                c.ttl
+                    .as_deref()
+                    .map(|t| format!(", ttl {t}"))
+                    .unwrap_or_default()
             ));
         }
         let mut how = Vec::new();
@@ -831,6 +860,8 @@ fn secret_report(item: &SecretItem, store_check: StoreCheck) -> SecretReport {
         keys: item.data.iter().map(|d| d.secret_key.clone()).collect(),
         data: item.data.clone(),
         extract: item.extract.clone(),
+        dynamic: item.dynamic.clone(),
+        certificate: item.certificate.clone(),
         inject: InjectReport {
             env: item.exposure.env_keys.clone(),
             env_from: item.exposure.env_from,
