@@ -346,3 +346,32 @@ async fn openbao_paused_across_a_renewal_keeps_the_credentials_and_converges_wit
     let events = serde_json::to_string(&rig.standin.objects("events.events.k8s.io")).unwrap();
     assert_no_leak("events", &events, &[c.password.as_str()]);
 }
+
+#[tokio::test]
+async fn two_replicas_racing_on_a_cold_workload_leave_one_lease() {
+    let db = DbRig::start(3600, 7200, 1200).await;
+    let rig = &db.rig;
+    let (a, b) = tokio::join!(
+        start_webhook(&rig.standin, &FAST),
+        start_webhook(&rig.standin, &FAST)
+    );
+    let reviews = (0..6).map(|i| {
+        let webhook = if i % 2 == 0 { &a } else { &b };
+        async move { admit(rig, webhook, &format!("uid-{i}"), REPLICASET, short_form()).await }
+    });
+    futures::future::join_all(reviews).await;
+    let name = "payments-api-injected";
+    let kept = lease_id(rig, name);
+    // A losing replica gives its unused lease back: only the Secret's lease remains.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leases = db.leases().await;
+        if leases.len() == 1 {
+            assert!(kept.ends_with(&leases[0]), "{kept} vs {leases:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases left: {leases:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(db.login(&creds(rig, name)).await.is_ok());
+}

@@ -238,7 +238,7 @@ async fn run(
             }
             None => &fetched[&i],
         };
-        managed::write(
+        let outcome = managed::write(
             &secrets_api,
             &target,
             data,
@@ -247,6 +247,10 @@ async fn run(
             ctx.metrics(),
         )
         .await?;
+        if outcome == managed::WriteOutcome::Superseded {
+            // Another replica's issuance won the race: give our unused lease back.
+            give_back(ctx, &identity, &stores[&spec.items[i].store], &target);
+        }
     }
     Ok(Some(Mutation { patch, secrets }))
 }
@@ -312,6 +316,24 @@ fn retiring_after(
         r.id != new_lease && pipeline::issue::lease_belongs(&target.record.source, &r.id)
     });
     out
+}
+
+/// Revoke, in the background, the lease of an issuance that was not written.
+fn give_back(ctx: &Context, identity: &PodIdentity, store: &ResolvedStore, target: &Target) {
+    let Some(lease) = target.record.lease.as_ref().filter(|l| !l.id.is_empty()) else {
+        return;
+    };
+    let (provider, identity, store, id) = (
+        ctx.provider_for(store),
+        identity.clone(),
+        store.clone(),
+        lease.id.clone(),
+    );
+    let metrics = ctx.metrics().clone();
+    tokio::spawn(async move {
+        let revoked = provider.revoke(&identity, &store, &id).await;
+        metrics.lease_operation("revoke", revoked.is_ok());
+    });
 }
 
 /// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and

@@ -11,7 +11,9 @@ use k8s_openapi::ByteString;
 use kube::Api;
 
 use super::guard::{classify, inspect, Existing, Target};
-use super::recorded::{is_lease_annotation, sync_annotations, LABEL_MANAGED_BY, MANAGED_BY};
+use super::recorded::{
+    is_lease_annotation, sync_annotations, Recorded, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use super::{DigestKey, ManagedError};
 use crate::k8s::{is_status, post_params};
 use crate::metrics::Metrics;
@@ -33,7 +35,9 @@ pub enum WriteOutcome {
     /// Written; the Secret's new resourceVersion.
     Updated(Option<String>),
     Unchanged,
-    /// Only under [`Fence::Version`]: the Secret changed since; nothing was written.
+    /// Under [`Fence::Version`]: the Secret changed since; nothing was written. Under
+    /// [`Fence::Observed`], for an issued Secret only: another admission (another replica)
+    /// wrote its own, current issuance first; ours was not written and its lease is unused.
     Superseded,
 }
 
@@ -110,7 +114,12 @@ pub async fn write(
         };
         match result {
             Ok(outcome) => return Ok(outcome),
-            Err(e) if is_status(&e, 409) && retry => existing = inspect(api, target).await?,
+            Err(e) if is_status(&e, 409) && retry => {
+                existing = inspect(api, target).await?;
+                if let Some(outcome) = issued_elsewhere(&existing, target) {
+                    return Ok(outcome);
+                }
+            }
             Err(e) if is_status(&e, 409) => return Ok(WriteOutcome::Superseded),
             Err(e) => return Err(ManagedError::api(name, e)),
         }
@@ -159,6 +168,25 @@ pub async fn update_record(
         Err(e) if is_status(&e, 409) => Ok(WriteOutcome::Superseded),
         Err(e) => Err(ManagedError::api(&target.name, e)),
     }
+}
+
+/// After a conflict on an issued Secret: a current Secret with *another* lease means a
+/// concurrent admission won (keep theirs: overwriting would orphan credentials its pods already
+/// use); with *our* lease it is our own issuance, already written.
+fn issued_elsewhere(existing: &Existing, target: &Target) -> Option<WriteOutcome> {
+    if !target.record.source.is_issued() || !existing.is_current() {
+        return None;
+    }
+    let Existing::Ours { secret, .. } = existing else {
+        return None;
+    };
+    let theirs = Recorded::from_meta(&secret.metadata).ok()?.lease?.id;
+    let ours = &target.record.lease.as_ref()?.id;
+    Some(if theirs == *ours {
+        WriteOutcome::Unchanged
+    } else {
+        WriteOutcome::Superseded
+    })
 }
 
 /// The Secret as it is now, when it is still the version the refresher saw and still ours for
