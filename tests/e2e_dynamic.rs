@@ -115,6 +115,28 @@ async fn one_issuance_per_workload_whose_credentials_log_in() {
     assert_no_leak("metrics", &metrics, &sentinels);
     assert_no_leak("patch", &patch, &sentinels);
     assert_no_leak("webhook log", &webhook.logs(), &sentinels);
+    // No Vault token (login or lease holder) in the log: nothing shaped like one.
+    let sample = must(
+        rig,
+        reqwest::Method::POST,
+        "auth/token/create",
+        json!({"ttl": "1m"}),
+    )
+    .await["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prefix = &sample[..sample.find('.').map_or(0, |i| i + 1)];
+    assert!(!prefix.is_empty(), "token format: {sample}");
+    let logs = webhook.logs();
+    let tokenish = logs.match_indices(prefix).any(|(i, _)| {
+        logs[i + prefix.len()..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .count()
+            >= 20
+    });
+    assert!(!tokenish, "a Vault token in the webhook log");
     assert_no_leak(
         "annotations",
         &s["metadata"].to_string(),
