@@ -290,7 +290,7 @@ async fn reissued_before_max_ttl_rolled_once_and_the_old_lease_revoked_after_gra
 }
 
 #[tokio::test]
-async fn deleting_the_workload_collects_the_secret_and_revokes_its_lease() {
+async fn force_sync_reissues_and_deleting_the_workload_revokes_every_lease() {
     let db = DbRig::start(3600, 7200, 1200).await;
     let rig = &db.rig;
     let webhook = start_webhook(&rig.standin, &FAST).await;
@@ -299,7 +299,26 @@ async fn deleting_the_workload_collects_the_secret_and_revokes_its_lease() {
     let c = creds(rig, name);
     let lease = lease_id(rig, name);
     // Let the refresher (leader) pick the Secret up.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // force-sync on an issued Secret: new credentials now; the old lease retires (10 min grace).
+    let mut s = secret(rig, name);
+    s["metadata"]["annotations"]["secret-injector.io/force-sync"] = json!("1");
+    rig.standin.seed(s);
+    wait_for("the forced re-issue", Duration::from_secs(8), || {
+        creds(rig, name) != c
+    })
+    .await;
+    let renewed = creds(rig, name);
+    assert!(db.login(&renewed).await.is_ok());
+    assert!(
+        db.login(&c).await.is_ok(),
+        "the old lease is in its grace period"
+    );
+    assert!(annotation(rig, name, "secret-injector.io/lease-retiring")
+        .unwrap()
+        .contains(&lease));
+    assert_eq!(db.leases().await.len(), 2);
 
     rig.standin.remove("replicasets", Some(NS), REPLICASET);
     rig.standin.remove("deployments", Some(NS), DEPLOYMENT);
@@ -307,7 +326,9 @@ async fn deleting_the_workload_collects_the_secret_and_revokes_its_lease() {
         rig.standin.object("secrets", Some(NS), name).is_none()
     })
     .await;
+    // Both the lease in use and the retiring one are revoked.
     db.wait_refused(&c, Duration::from_secs(10)).await;
+    db.wait_refused(&renewed, Duration::from_secs(10)).await;
     assert!(!db.lease_exists(&lease).await, "lease revoked");
     assert!(db.leases().await.is_empty());
 }

@@ -46,6 +46,10 @@ pub(super) async fn refresh_issued(
         // Issued source without a lease record (written by an older version): issue anew.
         return reissue(ctx, tracked, store, identity, None, now).await;
     };
+    if tracked.force_reissue {
+        // force-sync: new credentials now (e.g. the old ones leaked); the old lease retires.
+        return reissue(ctx, tracked, store, identity, Some(current), now).await;
+    }
     let mut lease = current.clone();
 
     // 1. Leases replaced earlier whose grace period is over (never the one in use).
@@ -302,11 +306,14 @@ impl super::Refresher {
                 failures: 0,
                 running: false,
                 rerun: false,
+                force_reissue: false,
             });
         entry.tracked = tracked;
         if entry.running {
             entry.rerun |= forced;
+            entry.force_reissue |= forced;
         } else if entry.failures == 0 || forced {
+            entry.force_reissue |= forced;
             self.queue.schedule(key, at);
         }
     }

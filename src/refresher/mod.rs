@@ -70,6 +70,8 @@ struct Entry {
     running: bool,
     /// A force-sync arrived while a refresh was running: run again when it ends.
     rerun: bool,
+    /// A force-sync of an issued Secret: re-issue at the next run, whatever its lease says.
+    force_reissue: bool,
 }
 
 fn key_of(t: &Tracked) -> Key {
@@ -287,6 +289,7 @@ impl Refresher {
                         failures: 0,
                         running: false,
                         rerun: false,
+                        force_reissue: false,
                     },
                 );
             }
@@ -335,7 +338,9 @@ impl Refresher {
         {
             if e.running {
                 e.rerun = true;
+                e.force_reissue |= e.tracked.record.source.is_issued();
             } else {
+                e.force_reissue |= e.tracked.record.source.is_issued();
                 due.push(k.clone());
             }
         }
@@ -357,7 +362,8 @@ impl Refresher {
             self.ctx
                 .metrics()
                 .refresh_lag(now.saturating_duration_since(due).as_secs_f64());
-            let tracked = entry.tracked.clone();
+            let mut tracked = entry.tracked.clone();
+            tracked.force_reissue = std::mem::take(&mut entry.force_reissue);
             let ctx = self.ctx.clone();
             let semaphore = self.semaphore.clone();
             let tx = self.results_tx.clone();

@@ -33,6 +33,8 @@ pub struct Tracked {
     pub data_hmac: Option<String>,
     pub force_sync: Option<String>,
     pub created: Option<Timestamp>,
+    /// Set by the loop for one run: a force-sync of an issued Secret re-issues it.
+    pub force_reissue: bool,
 }
 
 impl Tracked {
@@ -46,6 +48,7 @@ impl Tracked {
             data_hmac: recorded::data_hmac(meta),
             force_sync: recorded::force_sync(meta),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            force_reissue: false,
         })
     }
 
