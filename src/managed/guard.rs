@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
-/// Issued credentials with less life left than this are not handed to a new pod.
+/// Issued credentials with less life left than this (or a tenth of their lifetime, if less)
+/// are not handed to a new pod.
 const ISSUED_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 use super::recorded::{has_managed_label, Recorded, ANN_OWNER, ANN_SERVICE_ACCOUNT};
@@ -96,7 +97,10 @@ pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedErro
         || Recorded::from_meta(&secret.metadata)
             .ok()
             .and_then(|r| r.lease)
-            .is_some_and(|l| l.expires() > super::recorded::after(Timestamp::now(), ISSUED_MARGIN));
+            .is_some_and(|l| {
+                let margin = ISSUED_MARGIN.min(l.lifetime() / 10);
+                l.expires() > super::recorded::after(Timestamp::now(), margin)
+            });
     Ok(Existing::Ours {
         current: same_request && same_owner_uid && alive,
         secret: Box::new(secret),
