@@ -113,7 +113,7 @@ impl Metrics {
         let refreshes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "refreshes",
-            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped)",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped; for dynamic secrets and certificates also renewed, reissued, retired)",
             refreshes.clone(),
         );
         let rollouts = Family::<KindLabels, Counter>::default();
