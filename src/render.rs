@@ -599,7 +599,7 @@ impl Catalog {
         reference: &StoreRef,
         namespace: &str,
         endpoints: &EndpointPolicy,
-    ) -> Result<Option<StoreCheck>, StoreError> {
+    ) -> Result<Option<(StoreCheck, &'static str)>, StoreError> {
         let Some(stores) = &self.stores else {
             return Ok(None);
         };
@@ -636,13 +636,14 @@ impl Catalog {
             reference: reference.clone(),
             errors,
         };
-        match &store.provider {
-            Some(provider) => {
-                store::validate_provider(provider, endpoints).map_err(invalid)?;
-            }
+        let backend = match &store.provider {
+            Some(provider) => store::validate_provider(provider, endpoints)
+                .map_err(invalid)?
+                .config
+                .provider_name(),
             None => return Err(invalid(store.errors.clone())),
-        }
-        Ok(Some(check))
+        };
+        Ok(Some((check, backend)))
     }
 }
 
@@ -965,13 +966,17 @@ fn check_workload(
     };
     // Stores in item order, each once: admission's order, so the first denial is the same.
     let mut checks: BTreeMap<StoreRef, StoreCheck> = BTreeMap::new();
+    let mut backends: BTreeMap<StoreRef, &'static str> = BTreeMap::new();
     for item in &planned.spec.items {
         if checks.contains_key(&item.store) {
             continue;
         }
         match catalog.check(&item.store, &w.namespace, &options.endpoints) {
-            Ok(check) => {
-                let check = check.unwrap_or(StoreCheck::Unchecked);
+            Ok(found) => {
+                if let Some((_, backend)) = found {
+                    backends.insert(item.store.clone(), backend);
+                }
+                let check = found.map_or(StoreCheck::Unchecked, |(c, _)| c);
                 if check == StoreCheck::Undecided {
                     report.notes.push(format!(
                         "{} admits namespace {} only through a namespaceSelector, and the input \
@@ -982,6 +987,15 @@ fn check_workload(
                 checks.insert(item.store.clone(), check);
             }
             Err(e) => {
+                report.result = Outcome::Denied;
+                report.denial = Some(e.to_string());
+                return report;
+            }
+        }
+    }
+    for item in &planned.spec.items {
+        if let Some(backend) = backends.get(&item.store) {
+            if let Err(e) = plan::check_issued_store(item, backend) {
                 report.result = Outcome::Denied;
                 report.denial = Some(e.to_string());
                 return report;

@@ -137,7 +137,9 @@ async fn run(
         });
     }
 
-    check_issued_stores(&spec, &stores)?;
+    for item in &spec.items {
+        plan::check_issued_store(item, stores[&item.store].config.provider_name())?;
+    }
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
@@ -253,38 +255,6 @@ async fn run(
         }
     }
     Ok(Some(Mutation { patch, secrets }))
-}
-
-/// Dynamic secrets and certificates are issued by Vault stores only: deny naming the field.
-fn check_issued_stores(
-    spec: &spec::InjectionSpec,
-    stores: &BTreeMap<spec::StoreRef, ResolvedStore>,
-) -> Result<(), InjectError> {
-    for item in &spec.items {
-        let kind = match (&item.dynamic, &item.certificate) {
-            (Some(_), _) => "dynamic",
-            (_, Some(_)) => "certificate",
-            _ => continue,
-        };
-        let provider = stores[&item.store].config.provider_name();
-        if provider != "vault" {
-            let key = if item.origin.starts_with(spec::ANN_EXTERNAL_SECRETS) {
-                format!("{}.{kind}", item.origin)
-            } else {
-                spec::ANN_DYNAMIC.to_string()
-            };
-            return Err(spec::SpecError::Invalid {
-                key,
-                message: format!(
-                    "{} is a {provider} store; dynamic secrets and certificates are issued by \
-                     Vault/OpenBao stores only",
-                    item.store
-                ),
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// The leases to retire when `current` is replaced by a new issuance: its own lease (unless it
