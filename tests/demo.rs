@@ -10,7 +10,7 @@
 //! the full form. Then the dynamic half: OpenBao's database engine issues PostgreSQL credentials
 //! once per workload, and they outlive the short login token. Everything is stopped on exit.
 
-mod dynamic;
+mod dynamic_demo;
 mod support;
 
 use std::process::ExitCode;
@@ -336,7 +336,7 @@ async fn demo() -> Result<(), String> {
         println!("    {line}");
     }
 
-    let pg = dynamic::demo::dynamic_half(15, step, &bao, &standin, &webhook).await?;
+    let pg = dynamic_demo::dynamic_half(15, step, &bao, &standin, &webhook).await?;
 
     step(19, "Cleaning up");
     drop(pg);

@@ -1,14 +1,13 @@
 //! Dynamic database credentials end to end: the real binary, the stand-in API, real OpenBao
 //! and a real PostgreSQL (password auth, so a login proves the credentials).
 
-mod dynamic;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dynamic::*;
 use serde_json::json;
 use support::start_webhook;
+use test_rig::dynamic::*;
 use test_rig::payments::*;
 
 #[tokio::test]

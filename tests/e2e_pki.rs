@@ -2,15 +2,14 @@
 //! verifies against the issuing CA, mounted as files, re-issued at 2/3 of its lifetime
 //! without a rollout.
 
-mod dynamic;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dynamic::{admit, annotation, must, secret, FAST};
 use reqwest::Method;
 use serde_json::json;
 use support::start_webhook;
+use test_rig::dynamic::{self, admit, annotation, must, secret, FAST};
 use test_rig::payments::*;
 
 fn openssl(args: &[&std::ffi::OsStr]) -> (bool, String) {

@@ -1,8 +1,6 @@
 //! Helpers for tests/kustomize.rs: a throwaway copy of the install files, `kubectl kustomize`,
 //! type checks for every rendered kind, and the binary's `--help` as data.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -339,14 +337,19 @@ fn custom_parse<T: DeserializeOwned>(object: &Value) -> Result<T, String> {
 // requires name); Issuer.spec has exactly one issuer type, `ca` requires secretName.
 // monitoring.coreos.com/v1: ServiceMonitor.spec requires selector (and endpoints before
 // Prometheus Operator 0.75); PrometheusRule groups[] require name, rules[] require expr.
+//
+// Fields marked `allow(dead_code)` are never read by a test: they are there so the parse fails
+// when one is missing or of the wrong type (serde ignores fields a struct does not name).
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     pub name: String,
     pub namespace: Option<String>,
+    #[allow(dead_code)]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[allow(dead_code)]
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
@@ -368,14 +371,18 @@ pub struct CertificateSpec {
     pub is_ca: bool,
     #[serde(default)]
     pub usages: Vec<String>,
+    #[allow(dead_code)]
     pub duration: Option<String>,
+    #[allow(dead_code)]
     pub renew_before: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct IssuerRef {
     pub name: String,
+    #[allow(dead_code)]
     pub kind: Option<String>,
+    #[allow(dead_code)]
     pub group: Option<String>,
 }
 
@@ -400,6 +407,7 @@ pub struct CaIssuer {
 
 #[derive(Deserialize)]
 pub struct ServiceMonitor {
+    #[allow(dead_code)]
     pub metadata: Meta,
     pub spec: ServiceMonitorSpec,
 }
@@ -414,12 +422,15 @@ pub struct ServiceMonitorSpec {
 pub struct MonitorEndpoint {
     pub port: Option<String>,
     pub path: Option<String>,
+    #[allow(dead_code)]
     pub scheme: Option<String>,
+    #[allow(dead_code)]
     pub interval: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct PrometheusRule {
+    #[allow(dead_code)]
     pub metadata: Meta,
     pub spec: PrometheusRuleSpec,
 }
@@ -431,6 +442,7 @@ pub struct PrometheusRuleSpec {
 
 #[derive(Deserialize)]
 pub struct RuleGroup {
+    #[allow(dead_code)]
     pub name: String,
     pub rules: Vec<Rule>,
 }
@@ -438,10 +450,14 @@ pub struct RuleGroup {
 #[derive(Deserialize)]
 pub struct Rule {
     pub alert: Option<String>,
+    #[allow(dead_code)]
     pub record: Option<String>,
+    #[allow(dead_code)]
     pub expr: String,
+    #[allow(dead_code)]
     #[serde(rename = "for")]
     pub for_: Option<String>,
+    #[allow(dead_code)]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

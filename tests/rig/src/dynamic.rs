@@ -1,17 +1,14 @@
-//! Shared by the dynamic-secret end-to-end tests: the payments rig plus a real PostgreSQL that
-//! OpenBao's database engine manages, a policy that lets the payments ServiceAccount issue,
+//! The dynamic-secrets half of the payments scenario: the payments rig plus a real PostgreSQL
+//! that OpenBao's database engine manages, a policy that lets the payments ServiceAccount issue,
 //! renew and revoke `database/creds/payments-rw`, and helpers to look at leases.
-#![allow(dead_code)]
-
-pub mod demo;
 
 use std::time::Duration;
 
+use crate::payments::*;
+use crate::postgres::{Login, Postgres};
+use crate::webhook::Webhook;
 use reqwest::Method;
 use serde_json::{json, Value};
-use test_rig::payments::*;
-use test_rig::postgres::{Login, Postgres};
-use test_rig::webhook::Webhook;
 
 pub const ROLE: &str = "payments-rw";
 pub const CREDS: &str = "database/creds/payments-rw";
