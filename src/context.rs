@@ -12,6 +12,8 @@ use kube::Client;
 use moka::future::Cache;
 use rand::SeedableRng;
 
+use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
+use crate::events::{EventsConfig, Publisher};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
@@ -37,6 +39,12 @@ pub struct ContextConfig {
     pub lease_holder_ttl: Duration,
     /// How long a replaced lease stays valid for the old pods before it is revoked.
     pub lease_revoke_grace: Duration,
+    /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
+    pub reads_per_store: usize,
+    /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
+    pub cold_admissions: ColdAdmissionLimit,
+    /// Admission Events (on/off, reporting instance, aggregation limits).
+    pub events: EventsConfig,
 }
 
 impl Default for ContextConfig {
@@ -48,6 +56,9 @@ impl Default for ContextConfig {
             endpoints: EndpointPolicy::default(),
             lease_holder_ttl: Duration::from_secs(24 * 3600),
             lease_revoke_grace: Duration::from_secs(10 * 60),
+            reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
+            cold_admissions: ColdAdmissionLimit::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -95,6 +106,10 @@ pub struct Context {
     stores: Cache<StoreKey, ResolvedStore>,
     /// Managed Secrets as the watch sees them, so a warm admission needs no Secret GET.
     managed: ManagedIndex,
+    /// Token buckets of cold admissions, per namespace.
+    cold: ColdAdmissions,
+    /// Events, queued off the admission path.
+    events: Publisher,
 }
 
 impl Context {
@@ -107,7 +122,8 @@ impl Context {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            providers: Providers::new(tokens, metrics.clone()),
+            providers: Providers::new(tokens, metrics.clone(), config.reads_per_store),
+            cold: ColdAdmissions::new(config.cold_admissions),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             issues: Cache::builder()
                 .max_capacity(10_000)
@@ -122,6 +138,7 @@ impl Context {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             managed: ManagedIndex::watch(client.clone()),
+            events: Publisher::spawn(client.clone(), metrics.clone(), config.events.clone()),
             client,
             config,
             metrics,
@@ -147,6 +164,16 @@ impl Context {
 
     pub fn managed_index(&self) -> &ManagedIndex {
         &self.managed
+    }
+
+    /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
+    pub async fn admit_cold(&self, namespace: &str) -> Result<(), NamespaceBusy> {
+        self.cold.admit(namespace).await
+    }
+
+    /// Where admission and the detector report Events (never blocks).
+    pub fn events(&self) -> &Publisher {
+        &self.events
     }
 
     /// A store's backend, chosen by the provider registry.

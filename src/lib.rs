@@ -4,9 +4,11 @@
 
 pub mod admission;
 pub mod app;
+pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod identity;
 pub mod k8s;
 pub mod leader;

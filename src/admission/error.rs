@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::budget::NamespaceBusy;
 use crate::managed::ManagedError;
 use crate::patch::PatchError;
 use crate::pipeline::FetchError;
@@ -27,6 +28,8 @@ pub enum InjectError {
     Managed(#[from] ManagedError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    NamespaceBusy(#[from] NamespaceBusy),
     #[error(
         "no answer within the internal deadline of {}s while {stage}; the backend or the Kubernetes \
          API may be slow or unreachable — the pod was not admitted and nothing was written after that point",
@@ -66,6 +69,7 @@ impl InjectError {
             InjectError::Managed(_) => "managed_secret",
             InjectError::Fetch(e) if e.is_read() => "fetch",
             InjectError::Fetch(_) => "value",
+            InjectError::NamespaceBusy(_) => "rate_limited",
             InjectError::Deadline { .. } => "deadline",
         }
     }

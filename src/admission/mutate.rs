@@ -12,6 +12,7 @@ use kube::Api;
 use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
+use crate::k8s::Owner;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
 use crate::patch::PodPatch;
 use crate::pipeline;
@@ -46,6 +47,8 @@ pub struct Mutation {
     pub patch: PodPatch,
     /// Managed Secrets named in the patch (for logs).
     pub secrets: Vec<String>,
+    /// The workload the pod belongs to (the Event's object).
+    pub owner: Owner,
 }
 
 pub async fn mutate(
@@ -143,7 +146,11 @@ async fn run(
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
-        return Ok(Some(Mutation { patch, secrets }));
+        return Ok(Some(Mutation {
+            patch,
+            secrets,
+            owner: workload.owner,
+        }));
     }
 
     set_stage(Stage::Fetch);
@@ -153,8 +160,15 @@ async fn run(
         .filter(|(_, e)| !e.is_current())
         .map(|(i, _)| i)
         .collect();
-    // Read sources: one read per store for all items that need it, so an AWS store batches
-    // every key of the workload into BatchGetSecretValue.
+    // A cold admission reads the backend: it spends one of the namespace's budget (warm ones
+    // are free), before any TokenRequest or backend connection.
+    if !to_fetch.is_empty() {
+        ctx.admit_cold(namespace).await.inspect_err(|_| {
+            ctx.metrics().cold_admission_limited();
+        })?;
+    }
+    // One read per store for all items that need it, so an AWS store batches every key of
+    // the workload into BatchGetSecretValue.
     let sources: BTreeMap<usize, _> = to_fetch
         .iter()
         .filter(|&&i| !targets[i].record.source.is_issued())
@@ -254,7 +268,11 @@ async fn run(
             give_back(ctx, &identity, &stores[&spec.items[i].store], &target);
         }
     }
-    Ok(Some(Mutation { patch, secrets }))
+    Ok(Some(Mutation {
+        patch,
+        secrets,
+        owner: workload.owner,
+    }))
 }
 
 /// The leases to retire when `current` is replaced by a new issuance: its own lease (unless it

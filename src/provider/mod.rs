@@ -8,6 +8,7 @@
 //! ```text
 //! mod.rs       the Backend and SecretProvider traits, the shared types and errors
 //! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
+//! limit.rs     ReadBudget: backend requests in flight per store, at most N
 //! config.rs    ProviderSpec (CRD), ProviderConfig (one variant per backend), ResolvedStore,
 //!              Validated, FieldError
 //! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
@@ -21,6 +22,7 @@ pub mod aws;
 pub mod config;
 pub mod findings;
 pub mod issue;
+pub mod limit;
 pub mod net;
 pub mod policy;
 mod registry;
@@ -183,7 +185,8 @@ pub struct KeyedError {
 /// [`Providers::for_store`]. Every [`Backend`] is one.
 pub trait SecretProvider: Send + Sync {
     /// Read every key as `identity`. All-or-nothing: the first failure is returned with
-    /// the key it concerns.
+    /// the key it concerns. A fetch of `n` keys has at most `n` requests to the backend in
+    /// flight at any moment (the per-store budget in `limit.rs` counts on it).
     fn fetch<'a>(
         &'a self,
         identity: &'a PodIdentity,
@@ -191,30 +194,37 @@ pub trait SecretProvider: Send + Sync {
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>>;
 
-    /// Issue a dynamic secret or certificate as `identity` (see [`issue`]).
+    /// Issue a dynamic secret or certificate as `identity` (see [`issue`]); backends without
+    /// them keep the default.
     fn issue<'a>(
         &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        request: &'a issue::IssueRequest,
-    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>>;
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _request: &'a issue::IssueRequest,
+    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
 
     /// Renew a lease as `identity`, asking for `increment` more.
     fn renew<'a>(
         &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        lease_id: &'a str,
-        increment: std::time::Duration,
-    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>>;
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _lease_id: &'a str,
+        _increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
 
     /// Revoke a lease as `identity`; a lease already gone is not an error.
     fn revoke<'a>(
         &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        lease_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
 }
 
 /// Everything the crate knows about one backend. Only `fetch` needs the instance

@@ -10,6 +10,7 @@ use super::aws::{AwsConfig, AwsProviderSpec};
 use super::config::{ProviderConfig, ProviderSpec, ResolvedStore, Validated};
 use super::findings::{err, FieldError, Findings};
 use super::issue::{IssueRequest, Issued, Renewed};
+use super::limit::ReadBudget;
 use super::policy::EndpointPolicy;
 use super::vault::VaultProvider;
 use super::vault::{VaultConfig, VaultProviderSpec};
@@ -193,24 +194,27 @@ fn index_of(config: &ProviderConfig) -> usize {
         .expect("every ProviderConfig variant has a registered backend")
 }
 
-/// One instance of every backend, sharing the token issuer and the metrics.
+/// One instance of every backend, sharing the token issuer and the metrics, each reading
+/// within the per-store budget.
 #[derive(Clone)]
 pub struct Providers {
-    /// In [`BACKENDS`] order.
+    /// In [`BACKENDS`] order, each wrapped in the budget.
     built: Vec<Arc<dyn SecretProvider>>,
 }
 
 impl Providers {
-    pub fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
+    /// `reads_per_store`: backend requests in flight per store at most (see [`ReadBudget`]).
+    pub fn new(tokens: TokenIssuer, metrics: Metrics, reads_per_store: usize) -> Self {
+        let budget = ReadBudget::new(reads_per_store, metrics.clone());
         Self {
             built: BACKENDS
                 .iter()
-                .map(|b| (b.build)(tokens.clone(), metrics.clone()))
+                .map(|b| budget.wrap((b.build)(tokens.clone(), metrics.clone())))
                 .collect(),
         }
     }
 
-    /// The provider that reads from `store`.
+    /// The provider that reads from `store` (within the store's read budget).
     pub fn for_store(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
         self.built[index_of(&store.config)].clone()
     }

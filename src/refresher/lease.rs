@@ -298,6 +298,15 @@ impl super::Refresher {
         } else {
             instant_of(issued_due(&tracked))
         };
+        let owner = super::owner_of(&tracked);
+        match self.entries.get(&key).map(|e| super::owner_of(&e.tracked)) {
+            None => self.workloads.secret_added(&owner),
+            Some(was) if was != owner => {
+                self.workloads.secret_removed(&was);
+                self.workloads.secret_added(&owner);
+            }
+            Some(_) => {}
+        }
         let entry = self
             .entries
             .entry(key.clone())

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
+mod workloads;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,12 +28,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::k8s::{Owner, OwnerKind, WorkloadKind};
-use crate::managed::recorded;
+use crate::k8s::{Owner, WorkloadKind};
 use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
+use workloads::{WorkloadEvent, Workloads};
 
 #[derive(Clone, Debug)]
 pub struct RefresherConfig {
@@ -99,16 +100,6 @@ pub async fn run(
     .await;
 }
 
-enum WorkloadEvent {
-    Seen {
-        key: Owner,
-        force_sync: Option<String>,
-        initial: bool,
-        /// Deleted or being deleted: its Secrets are checked now (orphans go, leases revoked).
-        deleted: bool,
-    },
-}
-
 struct Refresher {
     ctx: Arc<Context>,
     config: RefresherConfig,
@@ -116,8 +107,8 @@ struct Refresher {
     entries: HashMap<Key, Entry>,
     queue: DueQueue<Key>,
     pending: Pending,
-    /// Last seen `force-sync` annotation per workload.
-    workload_force_sync: HashMap<Owner, Option<String>>,
+    /// Last seen `force-sync` annotation of each workload owning a tracked Secret (only).
+    workloads: Workloads,
     /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
     relisting: Option<HashSet<Key>>,
     rng: rand::rngs::StdRng,
@@ -144,7 +135,7 @@ impl Refresher {
             entries: HashMap::new(),
             queue: DueQueue::default(),
             pending: Pending::default(),
-            workload_force_sync: HashMap::new(),
+            workloads: Workloads::default(),
             relisting: None,
             rng: rand::rngs::StdRng::from_os_rng(),
             results_tx,
@@ -157,9 +148,15 @@ impl Refresher {
         // never holds Secret data in memory).
         let mut secrets = self.ctx.managed_index().events();
         let client = self.ctx.client().clone();
-        let mut workloads =
-            stream::select_all(WorkloadKind::ROLLABLE.map(|kind| workload_stream(kind, &client)));
+        // The workload watches start once the Secrets' snapshot is in, so their initial list
+        // meets the owners it concerns and sets their force-sync baselines.
+        let mut workloads = stream::SelectAll::new();
         loop {
+            if workloads.is_empty() && self.relisting.is_none() && !self.entries.is_empty() {
+                for kind in WorkloadKind::ROLLABLE {
+                    workloads.push(workloads::stream(kind, &client));
+                }
+            }
             let next = [self.queue.next_due(), self.pending.next_due()]
                 .into_iter()
                 .flatten()
@@ -185,6 +182,7 @@ impl Refresher {
                     .map(|l| usize::from(!l.id.is_empty()) + l.retiring.len())
                     .sum(),
             );
+            self.ctx.metrics().tracked_workloads(self.workloads.len());
         }
     }
 
@@ -220,7 +218,9 @@ impl Refresher {
     }
 
     fn forget(&mut self, key: &Key) {
-        self.entries.remove(key);
+        if let Some(entry) = self.entries.remove(key) {
+            self.workloads.secret_removed(&owner_of(&entry.tracked));
+        }
         self.queue.remove(key);
     }
 
@@ -245,6 +245,11 @@ impl Refresher {
                     tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
                 let interval_changed =
                     tracked.record.refresh_interval != entry.tracked.record.refresh_interval;
+                let (was, now_owner) = (owner_of(&entry.tracked), owner_of(&tracked));
+                if was != now_owner {
+                    self.workloads.secret_removed(&was);
+                    self.workloads.secret_added(&now_owner);
+                }
                 entry.tracked = tracked.clone();
                 if entry.running {
                     entry.rerun |= forced;
@@ -282,6 +287,7 @@ impl Refresher {
                     );
                     self.queue.schedule(key.clone(), now + delay);
                 }
+                self.workloads.secret_added(&owner_of(&tracked));
                 self.entries.insert(
                     key,
                     Entry {
@@ -297,37 +303,22 @@ impl Refresher {
     }
 
     fn on_workload_event(&mut self, event: WorkloadEvent) {
-        let WorkloadEvent::Seen {
-            key,
-            force_sync,
-            initial,
-            deleted,
-        } = event;
-        if deleted {
-            self.workload_force_sync.remove(&key);
+        if let WorkloadEvent::Deleted { key } = &event {
+            // Its Secrets are checked now: orphans go, their leases revoked.
             let now = Instant::now();
             let due: Vec<Key> = self
                 .entries
                 .iter()
-                .filter(|(_, e)| !e.running && owner_of(&e.tracked) == key)
+                .filter(|(_, e)| !e.running && owner_of(&e.tracked) == *key)
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in due {
                 self.queue.schedule(k, now);
             }
-            return;
         }
-        let previous = self
-            .workload_force_sync
-            .insert(key.clone(), force_sync.clone());
-        let changed = match previous {
-            Some(prev) => prev != force_sync && force_sync.is_some(),
-            // First sight: only a change we witnessed counts, not a value set long ago.
-            None => false,
+        let Some(key) = self.workloads.on_event(event) else {
+            return;
         };
-        if !changed || initial {
-            return;
-        }
         info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
@@ -336,11 +327,10 @@ impl Refresher {
             .iter_mut()
             .filter(|(_, e)| owner_of(&e.tracked) == key)
         {
+            e.force_reissue |= e.tracked.record.source.is_issued();
             if e.running {
                 e.rerun = true;
-                e.force_reissue |= e.tracked.record.source.is_issued();
             } else {
-                e.force_reissue |= e.tracked.record.source.is_issued();
                 due.push(k.clone());
             }
         }
@@ -581,24 +571,4 @@ impl Refresher {
             }
         }
     }
-}
-
-/// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
-fn workload_stream(
-    kind: WorkloadKind,
-    client: &kube::Client,
-) -> futures::stream::BoxStream<'static, WorkloadEvent> {
-    kind.watch_metadata(client)
-        .map(move |(meta, initial)| WorkloadEvent::Seen {
-            key: Owner {
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                kind: OwnerKind::Known(kind),
-                name: meta.name.clone().unwrap_or_default(),
-                uid: None,
-            },
-            force_sync: recorded::force_sync(&meta),
-            deleted: meta.deletion_timestamp.is_some(),
-            initial,
-        })
-        .boxed()
 }

@@ -21,7 +21,7 @@ use vaultrs::error::ClientError;
 /// A valid Vault store spec for tests elsewhere.
 #[cfg(test)]
 pub(crate) use config::tests::vault as test_spec;
-pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig};
+pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig, DEFAULT_AUDIENCE};
 pub use spec::{
     ServiceAccountRef, VaultAuthSpec, VaultJwtAuth, VaultKubernetesAuth, VaultProviderSpec,
 };
