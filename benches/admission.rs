@@ -94,6 +94,7 @@ fn seed_warm(standin: &StandIn) -> String {
             refresh_interval: item.refresh_interval,
             owner,
             rollout: item.rollout,
+            lease: None,
         },
     };
     let data = [("DB_USERNAME", "u"), ("DB_PASSWORD", "p")]

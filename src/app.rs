@@ -116,6 +116,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
             own_namespace: args.leader_election_namespace.clone(),
+            lease_holder_ttl: args.lease_holder_ttl,
+            lease_revoke_grace: args.lease_revoke_grace,
             reads_per_store: args.budgets.max_concurrent_reads_per_store as usize,
             cold_admissions: args.budgets.cold_admissions(),
             events: events_config(&args),

@@ -97,6 +97,15 @@ pub struct ServeArgs {
     /// older than this (pods still being created keep theirs).
     #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
     pub orphan_grace_period: Duration,
+    /// TTL asked for the orphan "lease-holder" token a dynamic secret is issued with (Vault
+    /// revokes a lease with its token): the credentials live at most this long before they are
+    /// re-issued. Capped by Vault's token max TTL. See docs/dynamic-secrets.md.
+    #[arg(long, env = "SECRET_INJECTOR_LEASE_HOLDER_TTL", default_value = "24h", value_parser = parse_positive)]
+    pub lease_holder_ttl: Duration,
+    /// A replaced dynamic-secret lease is revoked this long after the new credentials were
+    /// written: long enough for the rollout to replace the pods still using it.
+    #[arg(long, env = "SECRET_INJECTOR_LEASE_REVOKE_GRACE", default_value = "10m", value_parser = parse_interval)]
+    pub lease_revoke_grace: Duration,
     /// Publish `Injected`/`InjectionDenied` Events on the pod's workload for each admission
     /// (aggregated, off the admission path; never on dry-run).
     #[arg(long, env = "SECRET_INJECTOR_ADMISSION_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
+use moka::future::Cache;
+use rand::SeedableRng;
 
 use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
 use crate::events::{EventsConfig, Publisher};
@@ -16,6 +18,7 @@ use crate::identity::{PodIdentity, TokenIssuer};
 use crate::index::{Index, SYSTEM_NAMESPACES};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
+use crate::pipeline::issue::Issuance;
 use crate::pipeline::{self, Documents, FetchCache, FetchError};
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
@@ -41,6 +44,10 @@ pub struct ContextConfig {
     /// How long an admission waits for a store the index has not seen yet (created just
     /// before the pod); within `deadline`.
     pub store_wait: Duration,
+    /// TTL asked for the orphan token that holds a dynamic secret's lease.
+    pub lease_holder_ttl: Duration,
+    /// How long a replaced lease stays valid for the old pods before it is revoked.
+    pub lease_revoke_grace: Duration,
     /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
     pub reads_per_store: usize,
     /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
@@ -59,11 +66,25 @@ impl Default for ContextConfig {
             own_namespace: "secret-injector".to_string(),
             owner_wait: Duration::from_secs(2),
             store_wait: Duration::from_millis(500),
+            lease_holder_ttl: Duration::from_secs(24 * 3600),
+            lease_revoke_grace: Duration::from_secs(10 * 60),
             reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
             cold_admissions: ColdAdmissionLimit::default(),
             events: EventsConfig::default(),
         }
     }
+}
+
+/// Issuances are coalesced per managed Secret (never shared between two workloads, even of
+/// one identity), identity, store and source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct IssueKey {
+    namespace: String,
+    secret: String,
+    identity: PodIdentity,
+    store: StoreRef,
+    config: crate::store::ProviderConfig,
+    source: String,
 }
 
 pub struct Context {
@@ -76,6 +97,8 @@ pub struct Context {
     /// The watch-fed index (managed Secrets, opted-in namespaces, stores, owners): everything
     /// the admission hot path reads, so a warm admission makes no API request.
     index: Index,
+    /// Single-flight issuances for concurrent cold admissions of one workload.
+    issues: Cache<IssueKey, Arc<Issuance>>,
     /// Token buckets of cold admissions, per namespace.
     cold: ColdAdmissions,
     /// Events, queued off the admission path.
@@ -104,6 +127,10 @@ impl Context {
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             index,
             events,
+            issues: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(config.fetch_coalesce_window)
+                .build(),
             client,
             config,
             metrics,
@@ -184,6 +211,56 @@ impl Context {
     ) -> Result<std::collections::BTreeMap<String, SecretBytes>, FetchError> {
         let provider = self.provider_for(store);
         pipeline::fetch_source(provider.as_ref(), identity, store, source, origin).await
+    }
+
+    /// Issue the values of the managed Secret `secret` (an issued source) as `identity`:
+    /// concurrent admissions of the same workload share one issuance.
+    pub async fn issue_coalesced(
+        &self,
+        identity: &PodIdentity,
+        store: &ResolvedStore,
+        secret: &str,
+        source: &SourceSpec,
+    ) -> Result<Arc<Issuance>, FetchError> {
+        let key = IssueKey {
+            namespace: identity.namespace.clone(),
+            secret: secret.to_string(),
+            identity: identity.clone(),
+            store: store.reference.clone(),
+            config: store.config.clone(),
+            source: serde_json::to_string(source).expect("source spec serialises"),
+        };
+        // Errors are shared with the waiters of this flight but never cached.
+        self.issues
+            .try_get_with(key, async {
+                self.issue_fresh(identity, store, source)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e: Arc<FetchError>| (*e).clone())
+    }
+
+    /// Issue an issued source's values now (the refresher's re-issue).
+    pub async fn issue_fresh(
+        &self,
+        identity: &PodIdentity,
+        store: &ResolvedStore,
+        source: &SourceSpec,
+    ) -> Result<Issuance, FetchError> {
+        let provider = self.provider_for(store);
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let issued = pipeline::issue::issue(
+            provider.as_ref(),
+            identity,
+            store,
+            source,
+            self.config.lease_holder_ttl,
+            &mut rng,
+        )
+        .await;
+        self.metrics.lease_operation("issue", issued.is_ok());
+        issued
     }
 
     /// The pod's owner chain, every level verified by uid against the index (waiting up to

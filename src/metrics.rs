@@ -58,8 +58,16 @@ pub struct CauseLabels {
     pub cause: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
 struct Inner {
     registry: Registry,
+    lease_operations: Family<LeaseLabels, Counter>,
+    leases_held: prometheus_client::metrics::gauge::Gauge,
     refreshes: Family<ResultLabels, Counter>,
     rollouts: Family<KindLabels, Counter>,
     refresh_lag: Histogram,
@@ -128,7 +136,7 @@ impl Metrics {
         let refreshes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "refreshes",
-            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped, adopted, awaiting_pod)",
+            "Refreshes of managed Secrets, by result (unchanged, updated, error, orphaned, superseded, skipped, adopted, awaiting_pod; for dynamic secrets and certificates also renewed, reissued, retired)",
             refreshes.clone(),
         );
         let rollouts = Family::<KindLabels, Counter>::default();
@@ -191,7 +199,21 @@ impl Metrics {
             "Workloads (per pod-template revision) and bare pods found without injection, by reason (InjectionMissed, NamespaceNotOptedIn)",
             missed_injections.clone(),
         );
+        let lease_operations = Family::<LeaseLabels, Counter>::default();
+        registry.register(
+            "lease_operations",
+            "Lease operations on dynamic secrets and certificates, by operation (issue, renew, reissue, revoke) and result (ok, error)",
+            lease_operations.clone(),
+        );
+        let leases_held = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "leases_held",
+            "Leases of dynamic secrets held by managed Secrets (current and retiring; on the leader)",
+            leases_held.clone(),
+        );
         Self(Arc::new(Inner {
+            lease_operations,
+            leases_held,
             event_writes,
             events_dropped,
             missed_injections,
@@ -263,6 +285,20 @@ impl Metrics {
 
     pub fn managed_secrets(&self, count: usize) {
         self.0.managed_secrets.set(count as i64);
+    }
+
+    pub fn lease_operation(&self, operation: &'static str, ok: bool) {
+        self.0
+            .lease_operations
+            .get_or_create(&LeaseLabels {
+                operation,
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn leases_held(&self, count: usize) {
+        self.0.leases_held.set(count as i64);
     }
 
     pub fn deadline_exceeded(&self) {

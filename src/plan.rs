@@ -66,3 +66,30 @@ pub fn plan(
     let patch = patch::plan(pod, &spec)?;
     Ok(Some(Planned { spec, patch }))
 }
+
+/// Dynamic secrets and certificates are issued by Vault/OpenBao stores only: an item asking
+/// for one from another backend (`provider`, the store's `spec.provider` key) is denied naming
+/// its annotation or field. Shared by admission and `render --stores`.
+pub fn check_issued_store(item: &spec::SecretItem, provider: &str) -> Result<(), SpecError> {
+    let kind = match (&item.dynamic, &item.certificate) {
+        (Some(_), _) => "dynamic",
+        (_, Some(_)) => "certificate",
+        _ => return Ok(()),
+    };
+    if provider == "vault" {
+        return Ok(());
+    }
+    let key = if item.origin.starts_with(spec::ANN_EXTERNAL_SECRETS) {
+        format!("{}.{kind}", item.origin)
+    } else {
+        spec::ANN_DYNAMIC.to_string()
+    };
+    Err(SpecError::Invalid {
+        key,
+        message: format!(
+            "{} is a {provider} store; dynamic secrets and certificates are issued by \
+             Vault/OpenBao stores only",
+            item.store
+        ),
+    })
+}

@@ -7,8 +7,10 @@
 //! the managed Secret (values redacted). Then the AWS half: a moto server stands in for STS and
 //! Secrets Manager, the ServiceAccount gets its IRSA role annotation, and a second Deployment
 //! draws the Vault database credentials and the Secrets Manager fraud feed in one pod through
-//! the full form. Everything is stopped on exit.
+//! the full form. Then the dynamic half: OpenBao's database engine issues PostgreSQL credentials
+//! once per workload, and they outlive the short login token. Everything is stopped on exit.
 
+mod dynamic_demo;
 mod support;
 
 use std::process::ExitCode;
@@ -334,12 +336,15 @@ async fn demo() -> Result<(), String> {
         println!("    {line}");
     }
 
-    step(15, "Cleaning up");
+    let pg = dynamic_demo::dynamic_half(15, step, &bao, &standin, &webhook).await?;
+
+    step(19, "Cleaning up");
+    drop(pg);
     drop(webhook);
     drop(standin);
     drop(bao);
     drop(moto);
-    println!("    webhook, API stand-in, OpenBao and moto stopped");
+    println!("    webhook, API stand-in, OpenBao, moto and PostgreSQL stopped");
     Ok(())
 }
 

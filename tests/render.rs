@@ -537,3 +537,64 @@ async fn an_invalid_store_prints_the_validating_webhooks_own_denial() {
     );
     assert_eq!(report.exit_code(), 1);
 }
+
+/// Dynamic secrets and certificates: shown with their path, lease-driven schedule and TLS type;
+/// with `--stores`, a non-Vault store is denied naming the field, as admission does.
+#[test]
+fn dynamic_and_certificate_items_render_and_need_a_vault_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = dir.path().join("deployment.yaml");
+    std::fs::write(
+        &deployment,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ledger, namespace: payments}
+spec:
+  selector: {matchLabels: {app: ledger}}
+  template:
+    metadata:
+      labels: {app: ledger}
+      annotations:
+        secret-injector.io/external-secrets: |
+          - name: ledger-db
+            storeRef: {name: backend}
+            dynamic: {path: database/creds/ledger, keys: {DB_USER: username}}
+          - name: ledger-tls
+            storeRef: {name: backend}
+            certificate: {path: pki/issue/ledger, commonName: ledger.payments.svc}
+    spec:
+      containers: [{name: app, image: ledger:1}]
+"#,
+    )
+    .unwrap();
+    let (_, out, err) = run(&["-f", deployment.to_str().unwrap()], None);
+    assert!(
+        out.contains("dynamic:          GET database/creds/ledger"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("certificate:      pki/issue/ledger CN=ledger.payments.svc"),
+        "{out}"
+    );
+    assert!(out.contains("rollout:          none"), "{out}");
+
+    let stores = dir.path().join("stores.yaml");
+    std::fs::write(
+        &stores,
+        "apiVersion: secret-injector.io/v1alpha1\nkind: SecretStore\nmetadata: {name: backend, namespace: payments}\nspec: {provider: {aws: {service: SecretsManager, region: eu-west-1}}}\n",
+    )
+    .unwrap();
+    let (_, out, err) = run(
+        &[
+            "-f",
+            deployment.to_str().unwrap(),
+            "--stores",
+            stores.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.contains("annotation secret-injector.io/external-secrets[0].dynamic: SecretStore backend is a aws store"),
+        "{out}{err}"
+    );
+}

@@ -104,7 +104,7 @@ async fn run(
             return Err(InjectError::UnnamedBarePod);
         }
     }
-    let Some(plan::Planned { spec, patch }) = plan::plan(
+    let Some(plan::Planned { spec, mut patch }) = plan::plan(
         pod,
         workload.name.as_deref(),
         &workload.annotations,
@@ -151,6 +151,7 @@ async fn run(
                 refresh_interval: item.refresh_interval,
                 owner: workload.owner.clone(),
                 rollout: item.rollout,
+                lease: None,
             },
         })
         .collect();
@@ -162,6 +163,9 @@ async fn run(
         });
     }
 
+    for item in &spec.items {
+        plan::check_issued_store(item, stores[&item.store].config.provider_name())?;
+    }
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
@@ -190,6 +194,7 @@ async fn run(
     // the workload into BatchGetSecretValue.
     let sources: BTreeMap<usize, _> = to_fetch
         .iter()
+        .filter(|&&i| !targets[i].record.source.is_issued())
         .map(|&i| (i, &targets[i].record.source))
         .collect();
     let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
@@ -200,47 +205,146 @@ async fn run(
             .or_default()
             .extend(pipeline::keys_of(source));
     }
-    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
+    // Issued sources (dynamic secrets, certificates): one issuance per managed Secret,
+    // shared by the concurrent cold admissions of the same workload.
+    let issuing = to_fetch
+        .iter()
+        .filter(|&&i| targets[i].record.source.is_issued());
+    let (documents, issued) = futures::try_join!(
         try_join_all(keys_by_store.iter().map(|(store, keys)| async {
             ctx.fetch_coalesced(&identity, &stores[*store], keys)
                 .await
                 .map(|docs| (*store, docs))
-        }))
-        .await?
-        .into_iter()
-        .collect();
-    let fetched = to_fetch
-        .iter()
-        .map(|&i| {
-            let item = &spec.items[i];
-            pipeline::assemble(
-                &stores[&item.store],
-                sources[&i],
-                &item.origin,
-                &documents[&item.store],
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        })),
+        try_join_all(issuing.map(|&i| {
+            let (targets, identity, stores, items) = (&targets, &identity, &stores, &spec.items);
+            async move {
+                let target = &targets[i];
+                ctx.issue_coalesced(
+                    identity,
+                    &stores[&items[i].store],
+                    &target.name,
+                    &target.record.source,
+                )
+                .await
+                .map(|issuance| (i, issuance))
+            }
+        })),
+    )?;
+    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> = documents.into_iter().collect();
+    let issued: BTreeMap<usize, _> = issued.into_iter().collect();
+    let mut fetched: BTreeMap<usize, _> = BTreeMap::new();
+    for (&i, source) in &sources {
+        let item = &spec.items[i];
+        let data = pipeline::assemble(
+            &stores[&item.store],
+            source,
+            &item.origin,
+            &documents[&item.store],
+        )?;
+        fetched.insert(i, data);
+    }
 
     set_stage(Stage::Write);
+    let now = k8s_openapi::jiff::Timestamp::now();
     let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
-    for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
+    for &i in &to_fetch {
         let current = existing[i].take().expect("each item written once");
-        managed::write(
+        let mut target = targets[i].clone();
+        let data = match issued.get(&i) {
+            Some(issuance) => {
+                let mut lease = issuance.lease.clone();
+                if lease.holder == managed::recorded::LeaseHolder::LoginToken {
+                    patch.warnings.push(format!(
+                        "Secret {}: Vault refused auth/token/create-orphan, so the credentials \
+                         end with the login token (at {}) and are re-issued before that, with a \
+                         rollout each time; grant update on auth/token/create-orphan to the \
+                         role's policy (see docs/dynamic-secrets.md)",
+                        target.name,
+                        k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second())
+                            .unwrap_or(lease.expires())
+                    ));
+                }
+                lease.retiring = retiring_after(
+                    &current,
+                    &target,
+                    &lease.id,
+                    now,
+                    ctx.config().lease_revoke_grace,
+                );
+                target.record.lease = Some(lease);
+                &issuance.data
+            }
+            None => &fetched[&i],
+        };
+        let outcome = managed::write(
             &secrets_api,
-            &targets[i],
+            &target,
             data,
             ctx.digest_key(),
             Fence::Observed(current),
             ctx.metrics(),
         )
         .await?;
+        if outcome == managed::WriteOutcome::Superseded {
+            // Another replica's issuance won the race: give our unused lease back.
+            give_back(ctx, &identity, &stores[&spec.items[i].store], &target);
+        }
     }
     Ok(Some(Mutation {
         patch,
         secrets,
         owner: workload.owner,
     }))
+}
+
+/// The leases to retire when `current` is replaced by a new issuance: its own lease (unless it
+/// is the new one) and those it was already retiring, revoked after the grace period.
+fn retiring_after(
+    current: &Existing,
+    target: &Target,
+    new_lease: &str,
+    now: k8s_openapi::jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Vec<managed::recorded::Retiring> {
+    let Existing::Ours { secret, .. } = current else {
+        return Vec::new();
+    };
+    let Some(old) = Recorded::from_meta(&secret.metadata)
+        .ok()
+        .and_then(|r| r.lease)
+    else {
+        return Vec::new();
+    };
+    let mut out = old.retiring;
+    if !old.id.is_empty() {
+        out.push(managed::recorded::Retiring {
+            id: old.id,
+            revoke_at: managed::recorded::after(now, grace),
+        });
+    }
+    out.retain(|r| {
+        r.id != new_lease && pipeline::issue::lease_belongs(&target.record.source, &r.id)
+    });
+    out
+}
+
+/// Revoke, in the background, the lease of an issuance that was not written.
+fn give_back(ctx: &Context, identity: &PodIdentity, store: &ResolvedStore, target: &Target) {
+    let Some(lease) = target.record.lease.as_ref().filter(|l| !l.id.is_empty()) else {
+        return;
+    };
+    let (provider, identity, store, id) = (
+        ctx.provider_for(store),
+        identity.clone(),
+        store.clone(),
+        lease.id.clone(),
+    );
+    let metrics = ctx.metrics().clone();
+    tokio::spawn(async move {
+        let revoked = provider.revoke(&identity, &store, &id).await;
+        metrics.lease_operation("revoke", revoked.is_ok());
+    });
 }
 
 /// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and

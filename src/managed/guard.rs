@@ -5,7 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
+
+/// Issued credentials with less life left than this (or a tenth of their lifetime, if less)
+/// are not handed to a new pod.
+const ISSUED_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 use super::recorded::{has_managed_label, Recorded, ANN_OWNER, ANN_SERVICE_ACCOUNT};
 use super::ManagedError;
@@ -52,7 +57,7 @@ pub async fn inspect(api: &Api<Secret>, target: &Target) -> Result<Existing, Man
 pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedError> {
     let name = target.name.clone();
     let ours = has_managed_label(&secret.metadata)
-        && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque"
+        && secret.type_.as_deref().unwrap_or("Opaque") == target.record.source.secret_type()
         && secret.immutable != Some(true);
     if !ours {
         return Err(ManagedError::Foreign { name });
@@ -86,8 +91,18 @@ pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedErro
             .any(|r| r.uid == *uid),
         None => true,
     };
+    // Issued credentials are current only while they have life left: an expired (or nearly
+    // expired) lease is re-issued, never handed to a new pod.
+    let alive = !target.record.source.is_issued()
+        || Recorded::from_meta(&secret.metadata)
+            .ok()
+            .and_then(|r| r.lease)
+            .is_some_and(|l| {
+                let margin = ISSUED_MARGIN.min(l.lifetime() / 10);
+                l.expires() > super::recorded::after(Timestamp::now(), margin)
+            });
     Ok(Existing::Ours {
-        current: same_request && same_owner_uid,
+        current: same_request && same_owner_uid && alive,
         secret: Box::new(secret),
     })
 }

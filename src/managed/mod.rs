@@ -12,7 +12,7 @@ pub use digest::DigestKey;
 pub use guard::{classify, inspect, Existing, Target};
 pub use index::ManagedIndex;
 pub use recorded::{Recorded, RecordedError};
-pub use write::{adopt, build, write, Fence, WriteOutcome};
+pub use write::{adopt, build, update_record, write, Fence, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagedError {

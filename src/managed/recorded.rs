@@ -21,6 +21,22 @@ pub const ANN_SERVICE_ACCOUNT: &str = "secret-injector.io/service-account";
 pub const ANN_OWNER: &str = "secret-injector.io/owner";
 pub const ANN_LAST_SYNC: &str = "secret-injector.io/last-sync";
 pub const ANN_DATA_HMAC: &str = "secret-injector.io/data-hmac";
+/// The lease of an issued Secret (dynamic secret or certificate). A lease id is a reference,
+/// not a credential (Vault's model); the credential and every token stay out of annotations.
+pub const ANN_LEASE_ID: &str = "secret-injector.io/lease-id";
+pub const ANN_LEASE_ISSUED: &str = "secret-injector.io/lease-issued";
+pub const ANN_LEASE_TTL: &str = "secret-injector.io/lease-ttl";
+pub const ANN_LEASE_RENEWED: &str = "secret-injector.io/lease-renewed";
+pub const ANN_LEASE_RENEWABLE: &str = "secret-injector.io/lease-renewable";
+pub const ANN_LEASE_HOLDER: &str = "secret-injector.io/lease-holder";
+pub const ANN_LEASE_HOLDER_EXPIRES: &str = "secret-injector.io/lease-holder-expires";
+/// Derived, for operators: min(lease end, holder token expiry).
+pub const ANN_LEASE_EXPIRES: &str = "secret-injector.io/lease-expires";
+/// When the refresher next renews or re-issues.
+pub const ANN_LEASE_NEXT: &str = "secret-injector.io/lease-next-action";
+/// Previous leases still in use by old pods, revoked after the grace period (JSON list).
+pub const ANN_LEASE_RETIRING: &str = "secret-injector.io/lease-retiring";
+const LEASE_PREFIX: &str = "secret-injector.io/lease-";
 
 /// The request a managed Secret was made for. Written at admission, replayed by the refresher.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +47,154 @@ pub struct Recorded {
     /// The owning workload; its uid comes from the Secret's ownerReference.
     pub owner: Owner,
     pub rollout: Rollout,
+    /// Issued sources only: the lease the current data was issued with.
+    pub lease: Option<LeaseRecord>,
+}
+
+/// Who holds (is the parent of) the lease in Vault: leases die with their token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseHolder {
+    /// An orphan token minted for the issuance and discarded (the default).
+    OrphanToken,
+    /// The login token itself (create-orphan refused): the lease ends with it.
+    LoginToken,
+    /// No token involved (a certificate: its lifetime is its own).
+    None,
+}
+
+impl LeaseHolder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseHolder::OrphanToken => "orphan-token",
+            LeaseHolder::LoginToken => "login-token",
+            LeaseHolder::None => "none",
+        }
+    }
+
+    fn parse(s: &str) -> LeaseHolder {
+        match s {
+            "orphan-token" => LeaseHolder::OrphanToken,
+            "login-token" => LeaseHolder::LoginToken,
+            _ => LeaseHolder::None,
+        }
+    }
+}
+
+/// A lease no longer in the Secret but maybe still in use by old pods.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retiring {
+    pub id: String,
+    pub revoke_at: Timestamp,
+}
+
+/// The lease of an issued Secret, as recorded on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Empty when the answer had no lease (a certificate without `generate_lease`).
+    pub id: String,
+    pub issued: Timestamp,
+    /// TTL granted at issue or at the last renewal.
+    pub ttl: Duration,
+    pub renewed: Option<Timestamp>,
+    pub renewable: bool,
+    pub holder: LeaseHolder,
+    pub holder_expires: Option<Timestamp>,
+    /// The next renewal or re-issue.
+    pub next: Timestamp,
+    pub retiring: Vec<Retiring>,
+}
+
+/// `t + d`, saturating.
+pub fn after(t: Timestamp, d: Duration) -> Timestamp {
+    let d = k8s_openapi::jiff::SignedDuration::try_from(d)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+/// `b - a`, zero when negative.
+pub fn between(a: Timestamp, b: Timestamp) -> Duration {
+    Duration::try_from(b.duration_since(a)).unwrap_or(Duration::ZERO)
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+impl LeaseRecord {
+    /// When the credentials stop working: the lease's end, or its holder token's expiry.
+    pub fn expires(&self) -> Timestamp {
+        let end = after(self.renewed.unwrap_or(self.issued), self.ttl);
+        match self.holder_expires {
+            Some(h) if h < end => h,
+            _ => end,
+        }
+    }
+
+    /// The whole life the credentials can have: from issue to [`LeaseRecord::expires`].
+    pub fn lifetime(&self) -> Duration {
+        between(self.issued, self.expires())
+    }
+
+    fn annotations(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            (ANN_LEASE_ID, self.id.clone()),
+            (ANN_LEASE_ISSUED, whole_seconds(self.issued).to_string()),
+            (ANN_LEASE_TTL, format_duration(self.ttl)),
+            (ANN_LEASE_RENEWABLE, self.renewable.to_string()),
+            (ANN_LEASE_HOLDER, self.holder.as_str().to_string()),
+            (ANN_LEASE_EXPIRES, whole_seconds(self.expires()).to_string()),
+            (ANN_LEASE_NEXT, whole_seconds(self.next).to_string()),
+        ];
+        if let Some(r) = self.renewed {
+            out.push((ANN_LEASE_RENEWED, whole_seconds(r).to_string()));
+        }
+        if let Some(h) = self.holder_expires {
+            out.push((ANN_LEASE_HOLDER_EXPIRES, whole_seconds(h).to_string()));
+        }
+        if !self.retiring.is_empty() {
+            out.push((
+                ANN_LEASE_RETIRING,
+                serde_json::to_string(&self.retiring).expect("retiring leases serialise"),
+            ));
+        }
+        out
+    }
+
+    fn from_annotations(
+        ann: &BTreeMap<String, String>,
+    ) -> Result<Option<LeaseRecord>, RecordedError> {
+        let Some(issued) = ann.get(ANN_LEASE_ISSUED) else {
+            return Ok(None);
+        };
+        let time = |k: &'static str, v: &String| {
+            v.parse::<Timestamp>().map_err(|_| RecordedError::Lease(k))
+        };
+        let opt_time = |k: &'static str| ann.get(k).map(|v| time(k, v)).transpose();
+        let get = |k: &'static str| ann.get(k).ok_or(RecordedError::Lease(k));
+        Ok(Some(LeaseRecord {
+            id: get(ANN_LEASE_ID)?.clone(),
+            issued: time(ANN_LEASE_ISSUED, issued)?,
+            ttl: parse_duration(get(ANN_LEASE_TTL)?)
+                .map_err(|_| RecordedError::Lease(ANN_LEASE_TTL))?,
+            renewed: opt_time(ANN_LEASE_RENEWED)?,
+            renewable: get(ANN_LEASE_RENEWABLE)? == "true",
+            holder: LeaseHolder::parse(get(ANN_LEASE_HOLDER)?),
+            holder_expires: opt_time(ANN_LEASE_HOLDER_EXPIRES)?,
+            next: time(ANN_LEASE_NEXT, get(ANN_LEASE_NEXT)?)?,
+            retiring: match ann.get(ANN_LEASE_RETIRING) {
+                Some(v) => {
+                    serde_json::from_str(v).map_err(|_| RecordedError::Lease(ANN_LEASE_RETIRING))?
+                }
+                None => Vec::new(),
+            },
+        }))
+    }
+}
+
+/// True for the lease annotations (replaced as a set on every write).
+pub fn is_lease_annotation(key: &str) -> bool {
+    key.starts_with(LEASE_PREFIX)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +207,8 @@ pub enum RecordedError {
     Interval(String),
     #[error("annotation {ANN_OWNER} is not Kind/name")]
     Owner,
+    #[error("annotation {0} is missing or malformed")]
+    Lease(&'static str),
 }
 
 impl Recorded {
@@ -50,8 +216,24 @@ impl Recorded {
         serde_json::to_string(&self.source).expect("source spec serialises")
     }
 
-    /// The request's annotations (without last-sync and digest).
+    /// The request's annotations (without last-sync and digest), with the lease when issued.
     pub fn annotations(&self) -> BTreeMap<String, String> {
+        let mut out = self.request_annotations();
+        for (k, v) in self.lease.iter().flat_map(LeaseRecord::annotations) {
+            out.insert(k.to_string(), v);
+        }
+        out
+    }
+
+    /// True when `annotations` record exactly this lease (or, like this record, none).
+    pub fn same_lease(&self, annotations: &BTreeMap<String, String>) -> bool {
+        let ours = self.annotations();
+        let theirs = annotations.iter().filter(|(k, _)| is_lease_annotation(k));
+        let mine = ours.iter().filter(|(k, _)| is_lease_annotation(k));
+        theirs.eq(mine)
+    }
+
+    fn request_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (ANN_SOURCE.to_string(), self.source_json()),
             (
@@ -69,7 +251,7 @@ impl Recorded {
 
     /// True when `annotations` record the same source, interval and rollout.
     pub fn same_request(&self, annotations: &BTreeMap<String, String>) -> bool {
-        let ours = self.annotations();
+        let ours = self.request_annotations();
         [ANN_SOURCE, ANN_REFRESH_INTERVAL, ANN_ROLLOUT]
             .iter()
             .all(|k| annotations.get(*k) == ours.get(*k))
@@ -119,6 +301,7 @@ impl Recorded {
             refresh_interval,
             owner,
             rollout,
+            lease: LeaseRecord::from_annotations(ann)?,
         })
     }
 }
@@ -165,11 +348,14 @@ mod tests {
                 },
                 data: vec![],
                 extract: vec![],
+                dynamic: None,
+                certificate: None,
             },
             service_account: "api".into(),
             refresh_interval: Duration::from_secs(90),
             owner,
             rollout: Rollout::None,
+            lease: None,
         }
     }
 
@@ -202,6 +388,49 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Recorded::from_meta(&meta).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_lease_round_trips_and_is_not_part_of_the_request() {
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let mut r = recorded(Owner::bare_pod("ns", "p"));
+        let plain = r.annotations();
+        r.lease = Some(LeaseRecord {
+            id: "database/creds/app/abc".into(),
+            issued: t(1_000_000),
+            ttl: Duration::from_secs(3600),
+            renewed: Some(t(1_002_400)),
+            renewable: true,
+            holder: LeaseHolder::OrphanToken,
+            holder_expires: Some(t(1_086_400)),
+            next: t(1_004_000),
+            retiring: vec![Retiring {
+                id: "database/creds/app/old".into(),
+                revoke_at: t(1_000_600),
+            }],
+        });
+        let ann = r.annotations();
+        assert_eq!(ann[ANN_LEASE_EXPIRES], t(1_006_000).to_string());
+        let meta = ObjectMeta {
+            namespace: Some("ns".into()),
+            annotations: Some(ann.clone()),
+            ..Default::default()
+        };
+        assert_eq!(Recorded::from_meta(&meta).unwrap(), r);
+        // Same request with or without the lease; the lease comparison sees the difference.
+        assert!(r.same_request(&plain));
+        assert!(r.same_lease(&ann));
+        assert!(!r.same_lease(&plain));
+        let mut malformed = ann;
+        malformed.insert(ANN_LEASE_NEXT.into(), "soon".into());
+        let meta = ObjectMeta {
+            annotations: Some(malformed),
+            ..Default::default()
+        };
+        assert_eq!(
+            Recorded::from_meta(&meta),
+            Err(RecordedError::Lease(ANN_LEASE_NEXT))
+        );
     }
 
     #[test]

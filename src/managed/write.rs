@@ -11,7 +11,9 @@ use k8s_openapi::ByteString;
 use kube::Api;
 
 use super::guard::{classify, inspect, Existing, Target};
-use super::recorded::{sync_annotations, LABEL_MANAGED_BY, MANAGED_BY};
+use super::recorded::{
+    is_lease_annotation, sync_annotations, Recorded, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use super::{DigestKey, ManagedError};
 use crate::k8s::{is_status, post_params};
 use crate::metrics::Metrics;
@@ -33,7 +35,9 @@ pub enum WriteOutcome {
     /// Written; the Secret's new resourceVersion.
     Updated(Option<String>),
     Unchanged,
-    /// Only under [`Fence::Version`]: the Secret changed since; nothing was written.
+    /// Under [`Fence::Version`]: the Secret changed since; nothing was written. Under
+    /// [`Fence::Observed`], for an issued Secret only: another admission (another replica)
+    /// wrote its own, current issuance first; ours was not written and its lease is unused.
     Superseded,
 }
 
@@ -61,7 +65,7 @@ pub fn build(
             owner_references: target.record.owner.owner_reference().map(|r| vec![r]),
             ..Default::default()
         },
-        type_: Some("Opaque".to_string()),
+        type_: Some(target.record.source.secret_type().to_string()),
         data: Some(
             data.iter()
                 .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
@@ -110,13 +114,78 @@ pub async fn write(
         };
         match result {
             Ok(outcome) => return Ok(outcome),
-            Err(e) if is_status(&e, 409) && retry => existing = inspect(api, target).await?,
+            Err(e) if is_status(&e, 409) && retry => {
+                existing = inspect(api, target).await?;
+                if let Some(outcome) = issued_elsewhere(&existing, target) {
+                    return Ok(outcome);
+                }
+            }
             Err(e) if is_status(&e, 409) => return Ok(WriteOutcome::Superseded),
             Err(e) => return Err(ManagedError::api(name, e)),
         }
     }
     Err(ManagedError::Contended {
         name: name.to_string(),
+    })
+}
+
+/// Rewrite only the recorded request (e.g. a renewed lease) of the Secret the refresher
+/// scheduled at `version`, keeping its data. Anyone else's write since then wins.
+pub async fn update_record(
+    api: &Api<Secret>,
+    target: &Target,
+    key: &DigestKey,
+    version: &str,
+    metrics: &Metrics,
+) -> Result<WriteOutcome, ManagedError> {
+    let Some(existing) = fenced(api, target, version).await? else {
+        return Ok(WriteOutcome::Superseded);
+    };
+    let Existing::Ours { secret, .. } = &existing else {
+        return Ok(WriteOutcome::Superseded);
+    };
+    let data: BTreeMap<String, SecretBytes> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), SecretBytes::new(v.0.clone())))
+        .collect();
+    let desired = build(target, &data, key, Timestamp::now());
+    if unchanged(secret, &desired, target) {
+        return Ok(WriteOutcome::Unchanged);
+    }
+    let Existing::Ours { secret, .. } = existing else {
+        unreachable!("matched above")
+    };
+    match api
+        .replace(&target.name, &post_params(), &merge(*secret, desired))
+        .await
+    {
+        Ok(w) => {
+            metrics.secret_write("update");
+            Ok(WriteOutcome::Updated(w.metadata.resource_version))
+        }
+        Err(e) if is_status(&e, 409) => Ok(WriteOutcome::Superseded),
+        Err(e) => Err(ManagedError::api(&target.name, e)),
+    }
+}
+
+/// After a conflict on an issued Secret: a current Secret with *another* lease means a
+/// concurrent admission won (keep theirs: overwriting would orphan credentials its pods already
+/// use); with *our* lease it is our own issuance, already written.
+fn issued_elsewhere(existing: &Existing, target: &Target) -> Option<WriteOutcome> {
+    if !target.record.source.is_issued() || !existing.is_current() {
+        return None;
+    }
+    let Existing::Ours { secret, .. } = existing else {
+        return None;
+    };
+    let theirs = Recorded::from_meta(&secret.metadata).ok()?.lease?.id;
+    let ours = &target.record.lease.as_ref()?.id;
+    Some(if theirs == *ours {
+        WriteOutcome::Unchanged
+    } else {
+        WriteOutcome::Superseded
     })
 }
 
@@ -146,15 +215,12 @@ async fn fenced(
 
 /// Same data, same request, same ownerReferences: nothing to write.
 fn unchanged(secret: &Secret, desired: &Secret, target: &Target) -> bool {
+    let empty = BTreeMap::new();
+    let annotations = secret.metadata.annotations.as_ref().unwrap_or(&empty);
     secret.data.as_ref() == desired.data.as_ref()
         && secret.metadata.owner_references == desired.metadata.owner_references
-        && target.record.same_request(
-            secret
-                .metadata
-                .annotations
-                .as_ref()
-                .unwrap_or(&BTreeMap::new()),
-        )
+        && target.record.same_request(annotations)
+        && target.record.same_lease(annotations)
 }
 
 /// The desired Secret over the current one: labels and annotations others added (e.g. GitOps
@@ -165,6 +231,8 @@ fn merge(current: Secret, mut desired: Secret) -> Secret {
     labels.extend(desired.metadata.labels.take().unwrap_or_default());
     desired.metadata.labels = Some(labels);
     let mut annotations = current.metadata.annotations.unwrap_or_default();
+    // The lease annotations are one set: a field the new record lacks must go.
+    annotations.retain(|k, _| !is_lease_annotation(k));
     annotations.extend(desired.metadata.annotations.take().unwrap_or_default());
     desired.metadata.annotations = Some(annotations);
     desired

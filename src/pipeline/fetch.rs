@@ -11,7 +11,7 @@ use crate::spec::{SourceSpec, StoreRef};
 use crate::store::ResolvedStore;
 
 /// Why a source's data could not be produced.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error(transparent)]
     Read(Box<ReadFailure>),
@@ -41,7 +41,7 @@ impl FetchError {
 }
 
 /// A backend read that failed, with what it was for.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{store}: fetching {keys} as {identity} failed: {error}")]
 pub struct ReadFailure {
     pub store: StoreRef,

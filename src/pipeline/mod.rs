@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod fetch;
+pub mod issue;
 
 pub use cache::FetchCache;
 pub use fetch::{

@@ -137,6 +137,64 @@ impl SecretProvider for Limited {
             Ok(out)
         })
     }
+
+    // Issuing, renewing and revoking are one backend request each: one permit.
+    fn issue<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        request: &'a super::issue::IssueRequest,
+    ) -> BoxFuture<'a, Result<super::issue::Issued, super::ProviderError>> {
+        Box::pin(async move {
+            let _permit = self.permit(identity, store).await;
+            self.inner.issue(identity, store, request).await
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+        increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<super::issue::Renewed, super::ProviderError>> {
+        Box::pin(async move {
+            let _permit = self.permit(identity, store).await;
+            self.inner.renew(identity, store, lease_id, increment).await
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), super::ProviderError>> {
+        Box::pin(async move {
+            let _permit = self.permit(identity, store).await;
+            self.inner.revoke(identity, store, lease_id).await
+        })
+    }
+}
+
+impl Limited {
+    async fn permit(
+        &self,
+        identity: &PodIdentity,
+        store: &ResolvedStore,
+    ) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = self.budget.semaphore(StoreId::of(identity, store)).await;
+        match semaphore.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.budget.metrics.store_read_wait();
+                semaphore
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

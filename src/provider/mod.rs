@@ -21,6 +21,7 @@
 pub mod aws;
 pub mod config;
 pub mod findings;
+pub mod issue;
 pub mod limit;
 pub mod net;
 pub mod policy;
@@ -192,6 +193,38 @@ pub trait SecretProvider: Send + Sync {
         store: &'a ResolvedStore,
         keys: &'a [RemoteKey],
     ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>>;
+
+    /// Issue a dynamic secret or certificate as `identity` (see [`issue`]); backends without
+    /// them keep the default.
+    fn issue<'a>(
+        &'a self,
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _request: &'a issue::IssueRequest,
+    ) -> BoxFuture<'a, Result<issue::Issued, ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
+
+    /// Renew a lease as `identity`, asking for `increment` more.
+    fn renew<'a>(
+        &'a self,
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _lease_id: &'a str,
+        _increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<issue::Renewed, ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
+
+    /// Revoke a lease as `identity`; a lease already gone is not an error.
+    fn revoke<'a>(
+        &'a self,
+        _identity: &'a PodIdentity,
+        _store: &'a ResolvedStore,
+        _lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(futures::future::ready(Err(issue::unsupported("non-Vault"))))
+    }
 }
 
 /// Everything the crate knows about one backend. Only `fetch` needs the instance
@@ -225,6 +258,37 @@ pub trait Backend: Send + Sync + Sized + 'static {
         config: &Self::Config,
         keys: &[RemoteKey],
     ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send;
+
+    /// Issue a dynamic secret or certificate (backends without them keep the default).
+    fn issue(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _request: &issue::IssueRequest,
+    ) -> impl std::future::Future<Output = Result<issue::Issued, ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
+
+    /// Renew a lease.
+    fn renew(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _lease_id: &str,
+        _increment: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<issue::Renewed, ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
+
+    /// Revoke a lease.
+    fn revoke(
+        &self,
+        _identity: &PodIdentity,
+        _config: &Self::Config,
+        _lease_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send {
+        futures::future::ready(Err(issue::unsupported(Self::NAME)))
+    }
 
     /// Whether the backend answers, with no identity: a detail for the Ready condition, or
     /// why not. Called only with a configuration `validate` produced (allowlist passed).

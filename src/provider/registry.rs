@@ -9,6 +9,7 @@ use super::aws::AwsProvider;
 use super::aws::{AwsConfig, AwsProviderSpec};
 use super::config::{ProviderConfig, ProviderSpec, ResolvedStore, Validated};
 use super::findings::{err, FieldError, Findings};
+use super::issue::{IssueRequest, Issued, Renewed};
 use super::limit::ReadBudget;
 use super::policy::EndpointPolicy;
 use super::vault::VaultProvider;
@@ -74,10 +75,52 @@ impl<B: Plugged> SecretProvider for B {
             // Never through Providers, which picks the backend by the configuration.
             None => Box::pin(futures::future::ready(Err(KeyedError {
                 key: None,
-                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
+                error: not_this_backend::<B>(),
             }))),
         }
     }
+
+    fn issue<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        request: &'a IssueRequest,
+    ) -> BoxFuture<'a, Result<Issued, ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::issue(self, identity, config, request)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+
+    fn renew<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+        increment: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Renewed, ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::renew(self, identity, config, lease_id, increment)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        lease_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::revoke(self, identity, config, lease_id)),
+            None => Box::pin(futures::future::ready(Err(not_this_backend::<B>()))),
+        }
+    }
+}
+
+// Never through Providers, which picks the backend by the configuration.
+fn not_this_backend<B: Backend>() -> ProviderError {
+    ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME))
 }
 
 /// A backend's entry points, taken from its [`Backend`] implementation.

@@ -7,7 +7,7 @@ use super::RemoteSecret;
 use crate::redact::SecretBytes;
 
 /// Selecting a value out of a remote document failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
     #[error("property {property:?} is missing (fields present: {})", .available.join(", "))]
     PropertyMissing {

@@ -8,6 +8,7 @@
 //! memory and nothing polls the API.
 
 pub mod adopt;
+pub mod lease;
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
@@ -74,6 +75,8 @@ struct Entry {
     running: bool,
     /// A force-sync arrived while a refresh was running: run again when it ends.
     rerun: bool,
+    /// A force-sync of an issued Secret: re-issue at the next run, whatever its lease says.
+    force_reissue: bool,
 }
 
 fn key_of(t: &Tracked) -> Key {
@@ -176,6 +179,13 @@ impl Refresher {
                 }
             }
             self.ctx.metrics().managed_secrets(self.entries.len());
+            self.ctx.metrics().leases_held(
+                self.entries
+                    .values()
+                    .filter_map(|e| e.tracked.record.lease.as_ref())
+                    .map(|l| usize::from(!l.id.is_empty()) + l.retiring.len())
+                    .sum(),
+            );
             self.ctx.metrics().tracked_workloads(self.workloads.len());
         }
     }
@@ -203,7 +213,11 @@ impl Refresher {
                 }
             }
             Event::Apply(obj) => self.upsert(&obj),
-            Event::Delete(obj) => self.forget(&Key::of(&obj.metadata)),
+            Event::Delete(obj) => {
+                let key = Key::of(&obj.metadata);
+                self.on_issued_deleted(&key);
+                self.forget(&key);
+            }
         }
     }
 
@@ -225,6 +239,10 @@ impl Refresher {
         };
         let key = key_of(&tracked);
         let now = Instant::now();
+        if tracked.record.source.is_issued() {
+            self.upsert_issued(key, tracked);
+            return;
+        }
         match self.entries.get_mut(&key) {
             Some(entry) => {
                 let forced =
@@ -286,6 +304,7 @@ impl Refresher {
                         failures: 0,
                         running: false,
                         rerun: false,
+                        force_reissue: false,
                     },
                 );
             }
@@ -293,6 +312,19 @@ impl Refresher {
     }
 
     fn on_workload_event(&mut self, event: WorkloadEvent) {
+        if let WorkloadEvent::Deleted { key } = &event {
+            // Its Secrets are checked now: orphans go, their leases revoked.
+            let now = Instant::now();
+            let due: Vec<Key> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.running && owner_of(&e.tracked) == *key)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in due {
+                self.queue.schedule(k, now);
+            }
+        }
         let Some(key) = self.workloads.on_event(event) else {
             return;
         };
@@ -304,6 +336,7 @@ impl Refresher {
             .iter_mut()
             .filter(|(_, e)| owner_of(&e.tracked) == key)
         {
+            e.force_reissue |= e.tracked.record.source.is_issued();
             if e.running {
                 e.rerun = true;
             } else {
@@ -328,7 +361,8 @@ impl Refresher {
             self.ctx
                 .metrics()
                 .refresh_lag(now.saturating_duration_since(due).as_secs_f64());
-            let tracked = entry.tracked.clone();
+            let mut tracked = entry.tracked.clone();
+            tracked.force_reissue = std::mem::take(&mut entry.force_reissue);
             let ctx = self.ctx.clone();
             let semaphore = self.semaphore.clone();
             let tx = self.results_tx.clone();
@@ -383,6 +417,22 @@ impl Refresher {
                 self.queue.schedule(key, now + ADOPTION_RETRY);
                 return;
             }
+            Ok(Refreshed::Lease {
+                action,
+                version,
+                due,
+            }) => {
+                entry.failures = 0;
+                if let Some(v) = version {
+                    entry.tracked.resource_version = v;
+                }
+                let at = if rerun { now } else { lease::instant_of(due) };
+                self.queue.schedule(key, at);
+                if action == refresh::LeaseAction::Reissued {
+                    self.on_changed(&tracked).await;
+                }
+                return;
+            }
             Ok(Refreshed::Orphaned) => {
                 info!(namespace = %key.namespace, name = %key.name, owner = %tracked.record.owner, "owner gone: managed Secret deleted");
                 self.forget(&key);
@@ -396,6 +446,24 @@ impl Refresher {
             Err(reason) if reason.is_skip() => {
                 warn!(namespace = %key.namespace, name = %key.name, %reason, "managed Secret not refreshed");
                 self.forget(&key);
+                return;
+            }
+            Err(error) if tracked.record.source.is_issued() => {
+                entry.failures += 1;
+                let failures = entry.failures;
+                let (delay, reason, note) =
+                    lease::lease_failure(&tracked, failures, &error, &mut self.rng);
+                warn!(namespace = %key.namespace, name = %key.name, failures, retry_in_s = delay.as_secs_f32(), %error, "lease renewal or re-issue failed; the current credentials are kept while valid");
+                self.queue.schedule(key.clone(), now + delay);
+                rollout::event(
+                    &self.recorder,
+                    &owner_of(&tracked),
+                    EventType::Warning,
+                    reason,
+                    "Refresh",
+                    note,
+                )
+                .await;
                 return;
             }
             Err(error) => {

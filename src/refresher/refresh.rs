@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Client};
 
@@ -34,6 +34,8 @@ pub struct Tracked {
     pub data_hmac: Option<String>,
     pub force_sync: Option<String>,
     pub created: Option<Timestamp>,
+    /// Set by the loop for one run: a force-sync of an issued Secret re-issues it.
+    pub force_reissue: bool,
 }
 
 impl Tracked {
@@ -47,7 +49,15 @@ impl Tracked {
             data_hmac: recorded::data_hmac(meta),
             force_sync: recorded::force_sync(meta),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            force_reissue: false,
         })
+    }
+
+    pub(super) fn identity(&self) -> PodIdentity {
+        PodIdentity {
+            namespace: self.namespace.clone(),
+            service_account: self.record.service_account.clone(),
+        }
     }
 
     pub fn target(&self) -> Target {
@@ -65,12 +75,32 @@ pub enum Refreshed {
     Unchanged,
     /// New data written; the Secret's new resourceVersion.
     Updated(Option<String>),
-    /// The owner is gone: the Secret was deleted.
+    /// The owner is gone: the Secret was deleted (and its leases revoked).
     Orphaned,
     /// A bare pod's Secret now names its pod (ownerReference set); the new resourceVersion.
     Adopted(Option<String>),
     /// A bare pod's Secret whose pod has not appeared yet (within the grace period).
     AwaitingPod,
+    /// An issued Secret (dynamic secret, certificate): what happened to its lease, the
+    /// Secret's new resourceVersion when it was written, and when it is next due.
+    Lease {
+        action: LeaseAction,
+        version: Option<String>,
+        due: Timestamp,
+    },
+}
+
+/// What a refresh of an issued Secret did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// Nothing was due.
+    Kept,
+    /// The lease was renewed (same credentials).
+    Renewed,
+    /// New credentials were issued and written; the old lease retires after the grace period.
+    Reissued,
+    /// Replaced leases past their grace period were revoked.
+    Retired,
 }
 
 /// A refresh that did not. Every variant maps to a fixed metric label.
@@ -99,6 +129,12 @@ pub enum RefreshError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Write(#[from] ManagedError),
+    /// Renewing or revoking a lease failed (the backend's message, scrubbed).
+    #[error("lease {op} failed: {error}")]
+    Lease {
+        op: &'static str,
+        error: crate::provider::ProviderError,
+    },
 }
 
 impl RefreshError {
@@ -111,7 +147,8 @@ impl RefreshError {
             | RefreshError::DeleteOrphan(_)
             | RefreshError::Store(_)
             | RefreshError::Fetch(_)
-            | RefreshError::Write(_) => "error",
+            | RefreshError::Write(_)
+            | RefreshError::Lease { .. } => "error",
         }
     }
 
@@ -130,6 +167,12 @@ impl Refreshed {
             Refreshed::Orphaned => "orphaned",
             Refreshed::Adopted(_) => "adopted",
             Refreshed::AwaitingPod => "awaiting_pod",
+            Refreshed::Lease { action, .. } => match action {
+                LeaseAction::Kept => "unchanged",
+                LeaseAction::Renewed => "renewed",
+                LeaseAction::Reissued => "reissued",
+                LeaseAction::Retired => "retired",
+            },
         }
     }
 }
@@ -193,6 +236,9 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
         }
     };
     if gone {
+        // Nobody uses the credentials any more: give the leases back before the Secret goes
+        // (a failure keeps the Secret, so the revocation is retried).
+        super::lease::revoke_all(ctx, tracked).await?;
         delete(client, tracked)
             .await
             .map_err(RefreshError::DeleteOrphan)?;
@@ -203,6 +249,9 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
         namespace: tracked.namespace.clone(),
         service_account: tracked.record.service_account.clone(),
     };
+    if tracked.record.source.is_issued() {
+        return super::lease::refresh_issued(ctx, tracked, &store, &identity).await;
+    }
     let origin = format!("Secret {}", tracked.name);
     let data = ctx
         .fetch_fresh(&identity, &store, &tracked.record.source, &origin)
@@ -226,6 +275,42 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
         WriteOutcome::Unchanged => Ok(Refreshed::Unchanged),
         WriteOutcome::Superseded | WriteOutcome::Created => Err(RefreshError::Superseded),
     }
+}
+
+/// Whether the workload a Secret was made for is gone (the index answers for workloads; a
+/// bare pod is looked up by name, after the grace period for pods still being created).
+pub(super) async fn owner_gone(
+    ctx: &Context,
+    tracked: &Tracked,
+    grace: Duration,
+) -> Result<bool, kube::Error> {
+    let owner = &tracked.record.owner;
+    let Some(kind) = owner.kind.known() else {
+        // Owners of kinds we do not read (custom controllers): leave them to the garbage collector.
+        return Ok(false);
+    };
+    if kind == WorkloadKind::Pod {
+        let meta = kind
+            .get_meta(ctx.client(), &tracked.namespace, &owner.name)
+            .await?;
+        let old_enough = tracked.created.is_none_or(|c| {
+            Timestamp::now().duration_since(c)
+                > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
+        });
+        return Ok(meta.is_none() && old_enough);
+    }
+    ctx.index().wait_until_synced().await;
+    Ok(
+        match ctx
+            .index()
+            .owners()
+            .get(kind, &tracked.namespace, &owner.name)
+        {
+            None => true,
+            // Same name, new object: the Secret belonged to the old one.
+            Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+        },
+    )
 }
 
 async fn delete(client: &Client, tracked: &Tracked) -> Result<(), kube::Error> {

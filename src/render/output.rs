@@ -102,7 +102,9 @@ fn text_workload(out: &mut String, w: &WorkloadReport) {
             StoreCheck::Undecided => " (found; namespace conditions undecided, see notes)",
         };
         out.push_str(&format!("    store:            {}{check}\n", s.store));
-        let interval = if s.refresh_interval == "0" {
+        let interval = if s.dynamic.is_some() || s.certificate.is_some() {
+            "by the lease (renewed, re-issued at 2/3 of its life)".to_string()
+        } else if s.refresh_interval == "0" {
             "0 (fetched once)".to_string()
         } else {
             s.refresh_interval.clone()
@@ -122,6 +124,27 @@ fn text_workload(out: &mut String, w: &WorkloadReport) {
         for e in &s.extract {
             out.push_str(&format!(
                 "    extract:          every top-level key of {e}\n"
+            ));
+        }
+        if let Some(d) = &s.dynamic {
+            out.push_str(&format!(
+                "    dynamic:          {} {} (issued once per workload)\n",
+                d.method.as_str(),
+                d.path
+            ));
+            for (key, field) in &d.keys {
+                out.push_str(&format!("      {key}  <- {field}\n"));
+            }
+        }
+        if let Some(c) = &s.certificate {
+            out.push_str(&format!(
+                "    certificate:      {} CN={}{} (kubernetes.io/tls)\n",
+                c.path,
+                c.common_name,
+                c.ttl
+                    .as_deref()
+                    .map(|t| format!(", ttl {t}"))
+                    .unwrap_or_default()
             ));
         }
         let mut how = Vec::new();

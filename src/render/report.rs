@@ -80,6 +80,12 @@ pub struct SecretReport {
     pub keys: Vec<String>,
     pub data: Vec<DataRef>,
     pub extract: Vec<RemoteRef>,
+    /// A dynamic secret: issued once per workload, its lease renewed and re-issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<crate::spec::DynamicSpec>,
+    /// A certificate (kubernetes.io/tls Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::spec::CertificateSpec>,
     pub inject: InjectReport,
     /// Containers (and init containers) injected; absent = all.
     #[serde(skip_serializing_if = "Option::is_none")]

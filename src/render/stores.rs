@@ -33,13 +33,14 @@ pub(super) struct Catalog {
 }
 
 impl Catalog {
-    /// The store as admission would resolve it: the same errors, with the same text.
+    /// The store as admission would resolve it: the same errors, with the same text; and its
+    /// backend (`vault`, `aws`).
     pub(super) fn check(
         &self,
         reference: &StoreRef,
         namespace: &str,
         endpoints: &EndpointPolicy,
-    ) -> Result<Option<StoreCheck>, StoreError> {
+    ) -> Result<Option<(StoreCheck, &'static str)>, StoreError> {
         let Some(stores) = &self.stores else {
             return Ok(None);
         };
@@ -76,13 +77,14 @@ impl Catalog {
             reference: reference.clone(),
             errors,
         };
-        match &store.provider {
-            Some(provider) => {
-                store::validate_provider(provider, endpoints).map_err(invalid)?;
-            }
+        let backend = match &store.provider {
+            Some(provider) => store::validate_provider(provider, endpoints)
+                .map_err(invalid)?
+                .config
+                .provider_name(),
             None => return Err(invalid(store.errors.clone())),
-        }
-        Ok(Some(check))
+        };
+        Ok(Some((check, backend)))
     }
 }
 

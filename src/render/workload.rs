@@ -156,6 +156,8 @@ fn secret_report(item: &SecretItem, store_check: StoreCheck) -> SecretReport {
         keys: item.data.iter().map(|d| d.secret_key.clone()).collect(),
         data: item.data.clone(),
         extract: item.extract.clone(),
+        dynamic: item.dynamic.clone(),
+        certificate: item.certificate.clone(),
         inject: InjectReport {
             env: item.exposure.env_keys.clone(),
             env_from: item.exposure.env_from,
@@ -259,13 +261,17 @@ pub(super) fn check_workload(
     };
     // Stores in item order, each once: admission's order, so the first denial is the same.
     let mut checks: BTreeMap<StoreRef, StoreCheck> = BTreeMap::new();
+    let mut backends: BTreeMap<StoreRef, &'static str> = BTreeMap::new();
     for item in &planned.spec.items {
         if checks.contains_key(&item.store) {
             continue;
         }
         match catalog.check(&item.store, &w.namespace, &options.endpoints) {
-            Ok(check) => {
-                let check = check.unwrap_or(StoreCheck::Unchecked);
+            Ok(found) => {
+                if let Some((_, backend)) = found {
+                    backends.insert(item.store.clone(), backend);
+                }
+                let check = found.map_or(StoreCheck::Unchecked, |(c, _)| c);
                 if check == StoreCheck::Undecided {
                     report.notes.push(format!(
                         "{} admits namespace {} only through a namespaceSelector, and the input \
@@ -276,6 +282,15 @@ pub(super) fn check_workload(
                 checks.insert(item.store.clone(), check);
             }
             Err(e) => {
+                report.result = Outcome::Denied;
+                report.denial = Some(e.to_string());
+                return report;
+            }
+        }
+    }
+    for item in &planned.spec.items {
+        if let Some(backend) = backends.get(&item.store) {
+            if let Err(e) = plan::check_issued_store(item, backend) {
                 report.result = Outcome::Denied;
                 report.denial = Some(e.to_string());
                 return report;

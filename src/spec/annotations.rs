@@ -9,6 +9,8 @@ pub const ANN_STORE: &str = "secret-injector.io/store";
 pub const ANN_ENV_PREFIX: &str = "secret-injector.io/env.";
 pub const ANN_FILE_PREFIX: &str = "secret-injector.io/file.";
 pub const ANN_EXTRACT: &str = "secret-injector.io/extract";
+/// Short form: a dynamic secret path (`database/creds/<role>`), every field through envFrom.
+pub const ANN_DYNAMIC: &str = "secret-injector.io/dynamic";
 pub const ANN_REFRESH_INTERVAL: &str = "secret-injector.io/refresh-interval";
 pub const ANN_SECRET_NAME: &str = "secret-injector.io/secret-name";
 pub const ANN_MOUNT_PATH: &str = "secret-injector.io/mount-path";
@@ -32,9 +34,10 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 pub(super) const OUTPUT_KEYS: [&str; 4] =
     [ANN_STATUS, ANN_SECRETS, ANN_RESTARTED_AT, ANN_FORCE_SYNC];
 
-pub(super) const SHORT_FORM_KEYS: [&str; 7] = [
+pub(super) const SHORT_FORM_KEYS: [&str; 8] = [
     ANN_STORE,
     ANN_EXTRACT,
+    ANN_DYNAMIC,
     ANN_REFRESH_INTERVAL,
     ANN_SECRET_NAME,
     ANN_MOUNT_PATH,

@@ -15,9 +15,29 @@ struct RawItem {
     data: Vec<RawData>,
     #[serde(default)]
     data_from: Vec<RawDataFrom>,
+    dynamic: Option<RawDynamic>,
+    certificate: Option<RawCertificate>,
     inject: Option<RawInject>,
     containers: Option<Vec<String>>,
     rollout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDynamic {
+    path: String,
+    method: Option<String>,
+    parameters: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    keys: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCertificate {
+    path: String,
+    common_name: String,
+    alt_names: Option<Vec<String>>,
+    ttl: Option<StringOrNumber>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +107,7 @@ pub(super) fn parse(text: &str, ctx: &ParseContext<'_>) -> Result<Vec<SecretItem
         let first = msg.lines().next().unwrap_or("").trim().to_string();
         invalid(
             ANN_EXTERNAL_SECRETS,
-            format!("expected a YAML or JSON list of items (name, storeRef, data, dataFrom, inject, …): {first}"),
+            format!("expected a YAML or JSON list of items (name, storeRef, data, dataFrom, dynamic, certificate, inject, …): {first}"),
         )
     })?;
     if raw.is_empty() {
@@ -143,6 +163,37 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
             name: store_ref.name,
         }
     };
+    let issued_kind = match (&raw.dynamic, &raw.certificate) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                field("certificate"),
+                "an item holds either a dynamic secret or a certificate, not both",
+            ))
+        }
+        (Some(_), None) => Some("dynamic"),
+        (None, Some(_)) => Some("certificate"),
+        (None, None) => None,
+    };
+    if let Some(kind) = issued_kind {
+        if !raw.data.is_empty() || !raw.data_from.is_empty() {
+            return Err(invalid(
+                field(kind),
+                format!(
+                    "cannot be combined with data or dataFrom in one item: give the {kind} \
+                     its own item (its own managed Secret)"
+                ),
+            ));
+        }
+        if raw.refresh_interval.is_some() {
+            return Err(invalid(
+                field("refreshInterval"),
+                format!(
+                    "has no effect on a {kind} item: its lease (or certificate lifetime) \
+                     decides when it is renewed and re-issued"
+                ),
+            ));
+        }
+    }
     let refresh_interval = match raw.refresh_interval {
         Some(v) => parse_interval(
             &field("refreshInterval"),
@@ -197,14 +248,51 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
             version,
         });
     }
-    if data.is_empty() && extract.is_empty() {
+    let dynamic = match raw.dynamic {
+        Some(d) => Some(super::issued::dynamic(
+            &field("dynamic"),
+            d.path,
+            d.method,
+            d.parameters,
+            d.keys,
+        )?),
+        None => None,
+    };
+    let certificate = match raw.certificate {
+        Some(c) => Some(super::issued::certificate(
+            &field("certificate"),
+            c.path,
+            c.common_name,
+            c.alt_names.unwrap_or_default(),
+            c.ttl.map(StringOrNumber::into_string),
+        )?),
+        None => None,
+    };
+    if data.is_empty() && extract.is_empty() && dynamic.is_none() && certificate.is_none() {
         return Err(invalid(
             at,
-            "has neither data nor dataFrom: nothing to inject",
+            "has neither data, dataFrom, dynamic nor certificate: nothing to inject",
         ));
     }
 
     let (env, mount_path) = match raw.inject {
+        Some(i) if certificate.is_some() => {
+            if i.env == Some(true) {
+                return Err(invalid(
+                    field("inject.env"),
+                    "a certificate is mounted as files (tls.crt, tls.key, ca.crt), never \
+                     exposed as environment variables",
+                ));
+            }
+            (
+                false,
+                Some(
+                    i.mount_path
+                        .unwrap_or_else(|| format!("{DEFAULT_MOUNT_PATH}/{name}")),
+                ),
+            )
+        }
+        None if certificate.is_some() => (false, Some(format!("{DEFAULT_MOUNT_PATH}/{name}"))),
         Some(i) => (i.env.unwrap_or(i.mount_path.is_none()), i.mount_path),
         None => (true, None),
     };
@@ -256,8 +344,27 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
     };
     let rollout = match raw.rollout {
         Some(r) => parse_rollout(&field("rollout"), &r)?,
+        // Mounted certificate files are updated in place by the kubelet.
+        None if certificate.is_some() => Rollout::None,
         None => Rollout::Restart,
     };
+    let dynamic_keys: Vec<String> = dynamic
+        .as_ref()
+        .map(|d| d.keys.keys().cloned().collect())
+        .unwrap_or_default();
+    if env {
+        for k in &dynamic_keys {
+            if !is_env_var_name(k) {
+                return Err(invalid(
+                    field("dynamic.keys"),
+                    format!(
+                        "{k:?} is not a valid environment variable name; set inject.env: \
+                         false and use inject.mountPath, or rename it"
+                    ),
+                ));
+            }
+        }
+    }
 
     Ok(SecretItem {
         origin: at,
@@ -266,15 +373,22 @@ fn parse_item(index: usize, raw: RawItem, ctx: &ParseContext<'_>) -> Result<Secr
         refresh_interval,
         exposure: Exposure {
             env_keys: if env {
-                data.iter().map(|d| d.secret_key.clone()).collect()
+                data.iter()
+                    .map(|d| d.secret_key.clone())
+                    .chain(dynamic_keys)
+                    .collect()
             } else {
                 Vec::new()
             },
-            env_from: env && !extract.is_empty(),
+            // A dynamic secret without a key map: its fields are known only once issued.
+            env_from: env
+                && (!extract.is_empty() || dynamic.as_ref().is_some_and(|d| d.keys.is_empty())),
             files,
         },
         data,
         extract,
+        dynamic,
+        certificate,
         containers,
         rollout,
     })

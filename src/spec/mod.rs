@@ -4,6 +4,7 @@
 mod annotations;
 mod duration;
 mod full;
+mod issued;
 mod names;
 mod short;
 mod types;
@@ -83,7 +84,7 @@ pub fn parse(
             return Err(invalid(
                 key,
                 "unknown annotation; known keys are store, env.<KEY>, file.<KEY>, extract, \
-                 refresh-interval, secret-name, mount-path, containers, rollout, \
+                 dynamic, refresh-interval, secret-name, mount-path, containers, rollout, \
                  external-secrets and inject (see the annotation reference)",
             ));
         }
@@ -116,14 +117,22 @@ pub fn parse(
             .keys()
             .filter(|k| k.starts_with(ANN_ENV_PREFIX) || k.starts_with(ANN_FILE_PREFIX))
             .count()
-            + config.get(ANN_EXTRACT).map_or(0, |v| v.split(',').count());
+            + config.get(ANN_EXTRACT).map_or(0, |v| v.split(',').count())
+            + usize::from(config.contains_key(ANN_DYNAMIC));
         check_key_budget(&config, requested)?;
         match short::parse(&config, ctx)? {
             Some(item) => vec![item],
             None => return Ok(None),
         }
     };
-    let count: usize = items.iter().map(|i| i.data.len() + i.extract.len()).sum();
+    let count: usize = items
+        .iter()
+        .map(|i| {
+            i.data.len()
+                + i.extract.len()
+                + usize::from(i.dynamic.is_some() || i.certificate.is_some())
+        })
+        .sum();
     check_key_budget(&config, count)?;
     check_cross_item_conflicts(&items)?;
     Ok(Some(InjectionSpec { items }))
@@ -206,6 +215,23 @@ pub(crate) fn check_remote_key(field: &str, key: &str) -> Result<(), SpecError> 
         return Err(invalid(
             field,
             format!("remote key {key:?} has an empty, '.' or '..' path segment"),
+        ));
+    }
+    Ok(())
+}
+
+/// Engines a dynamic secret or certificate may be issued from: anything but Vault's own
+/// system, auth, identity and cubbyhole paths (which would put tokens into a Secret).
+pub(crate) fn check_issue_path(field: &str, path: &str) -> Result<(), SpecError> {
+    check_remote_key(field, path)?;
+    let first = path.split('/').next().unwrap_or_default();
+    if matches!(first, "sys" | "auth" | "identity" | "cubbyhole") {
+        return Err(invalid(
+            field,
+            format!(
+                "{path:?} is a Vault {first}/ path; dynamic secrets and certificates come from a \
+                 secrets engine (e.g. database/creds/<role>, pki/issue/<role>)"
+            ),
         ));
     }
     Ok(())

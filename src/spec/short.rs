@@ -93,7 +93,42 @@ pub(super) fn parse(
         }
     }
 
-    let has_sources = !data.is_empty() || !extract.is_empty();
+    let dynamic = match config.get(ANN_DYNAMIC) {
+        Some(path) => {
+            if let Some(other) = config.keys().find(|k| {
+                k.starts_with(ANN_ENV_PREFIX)
+                    || k.starts_with(ANN_FILE_PREFIX)
+                    || k.as_str() == ANN_EXTRACT
+            }) {
+                return Err(invalid(
+                    ANN_DYNAMIC,
+                    format!(
+                        "cannot be combined with {other} in the short form: a dynamic secret's \
+                         fields all reach the containers through envFrom; use the full form \
+                         (external-secrets) for one item of each kind"
+                    ),
+                ));
+            }
+            if config.contains_key(ANN_REFRESH_INTERVAL) {
+                return Err(invalid(
+                    ANN_REFRESH_INTERVAL,
+                    "has no effect with secret-injector.io/dynamic: the lease decides when \
+                     the credentials are renewed and re-issued",
+                ));
+            }
+            let path = path.trim();
+            check_issue_path(ANN_DYNAMIC, path)?;
+            Some(DynamicSpec {
+                path: path.to_string(),
+                method: DynamicMethod::Get,
+                parameters: BTreeMap::new(),
+                keys: BTreeMap::new(),
+            })
+        }
+        None => None,
+    };
+
+    let has_sources = !data.is_empty() || !extract.is_empty() || dynamic.is_some();
     let store = match config.get(ANN_STORE) {
         Some(v) => Some(parse_store_ref(ANN_STORE, v)?),
         None => None,
@@ -111,7 +146,8 @@ pub(super) fn parse(
             return Err(invalid(
                 ANN_STORE,
                 "is set but nothing is requested: add secret-injector.io/env.<KEY>, \
-                 secret-injector.io/file.<KEY> or secret-injector.io/extract",
+                 secret-injector.io/file.<KEY>, secret-injector.io/extract or \
+                 secret-injector.io/dynamic",
             ))
         }
         (None, false) => {
@@ -121,7 +157,7 @@ pub(super) fn parse(
                 return Err(invalid(
                     k.clone(),
                     "has no effect without secret-injector.io/store and at least one \
-                     env.<KEY>, file.<KEY> or extract annotation",
+                     env.<KEY>, file.<KEY>, extract or dynamic annotation",
                 ));
             }
             return Ok(None);
@@ -198,7 +234,7 @@ pub(super) fn parse(
         extract: extract.clone(),
         exposure: Exposure {
             env_keys,
-            env_from: !extract.is_empty(),
+            env_from: !extract.is_empty() || dynamic.is_some(),
             files: if file_keys.is_empty() {
                 None
             } else {
@@ -208,6 +244,8 @@ pub(super) fn parse(
                 })
             },
         },
+        dynamic,
+        certificate: None,
         containers,
         rollout,
     }))

@@ -109,6 +109,10 @@ pub struct SecretItem {
     pub refresh_interval: Duration,
     pub data: Vec<DataRef>,
     pub extract: Vec<RemoteRef>,
+    /// A dynamic secret (exclusive with `data`/`extract` and `certificate`).
+    pub dynamic: Option<DynamicSpec>,
+    /// A certificate from a PKI engine (exclusive with everything else).
+    pub certificate: Option<CertificateSpec>,
     pub exposure: Exposure,
     /// Containers (and init containers) to inject; `None` = all.
     pub containers: Option<Vec<String>>,
@@ -122,6 +126,8 @@ impl SecretItem {
             store_ref: self.store.clone(),
             data: self.data.clone(),
             extract: self.extract.clone(),
+            dynamic: self.dynamic.clone(),
+            certificate: self.certificate.clone(),
         }
     }
 }
@@ -136,6 +142,83 @@ pub struct SourceSpec {
     pub data: Vec<DataRef>,
     #[serde(default)]
     pub extract: Vec<RemoteRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<DynamicSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSpec>,
+}
+
+impl SourceSpec {
+    /// True when the Secret's values are issued with a lease (or a certificate lifetime)
+    /// rather than read: one issuance per workload, renewed and re-issued by the refresher.
+    pub fn is_issued(&self) -> bool {
+        self.dynamic.is_some() || self.certificate.is_some()
+    }
+
+    /// The Kubernetes Secret type this source produces.
+    pub fn secret_type(&self) -> &'static str {
+        if self.certificate.is_some() {
+            "kubernetes.io/tls"
+        } else {
+            "Opaque"
+        }
+    }
+}
+
+/// How a dynamic secret's path is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DynamicMethod {
+    #[default]
+    Get,
+    Post,
+    Put,
+}
+
+impl DynamicMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynamicMethod::Get => "GET",
+            DynamicMethod::Post => "POST",
+            DynamicMethod::Put => "PUT",
+        }
+    }
+
+    fn is_get(&self) -> bool {
+        *self == DynamicMethod::Get
+    }
+}
+
+/// A dynamic secret (Vault's database, AWS, … engines): one call to `path` whose answer's
+/// `data` fields become the Secret's keys and whose lease the refresher owns.
+/// References and parameters only — recorded on the managed Secret, so never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicSpec {
+    /// The full Vault path (`database/creds/payments-rw`), not relative to the store's KV mount.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "DynamicMethod::is_get")]
+    pub method: DynamicMethod,
+    /// Request body of a POST/PUT (scalars, or lists of scalars).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub parameters: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Secret key → field of the answer's `data`. Empty: every field under its own name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+/// A certificate issued by a PKI engine (`pki/issue/<role>`), delivered as a
+/// `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSpec {
+    pub path: String,
+    pub common_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_names: Vec<String>,
+    /// Requested lifetime (`72h`); the role's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

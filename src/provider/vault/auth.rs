@@ -29,6 +29,8 @@ pub(super) struct SessionKey {
 pub(super) struct Session {
     pub client: VaultClient,
     ttl: Duration,
+    /// When the login token itself expires (None: it does not).
+    pub token_expires: Option<std::time::Instant>,
 }
 
 impl crate::provider::Expiring for Session {
@@ -120,7 +122,12 @@ impl VaultProvider {
         } else {
             (lease * 4 / 5).min(MAX_SESSION)
         };
-        Ok(Session { client, ttl })
+        let token_expires = (!lease.is_zero()).then(|| std::time::Instant::now() + lease);
+        Ok(Session {
+            client,
+            ttl,
+            token_expires,
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod auth;
 mod config;
+mod dynamic;
 mod kv;
 mod spec;
 
@@ -139,6 +140,36 @@ impl Backend for VaultProvider {
         keys: &[RemoteKey],
     ) -> impl std::future::Future<Output = Result<Vec<RemoteSecret>, KeyedError>> + Send {
         self.fetch_all(identity, config, keys)
+    }
+
+    fn issue(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+        request: &crate::provider::issue::IssueRequest,
+    ) -> impl std::future::Future<Output = Result<crate::provider::issue::Issued, ProviderError>> + Send
+    {
+        self.issue_as(identity, config, request)
+    }
+
+    fn renew(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+        lease_id: &str,
+        increment: Duration,
+    ) -> impl std::future::Future<Output = Result<crate::provider::issue::Renewed, ProviderError>> + Send
+    {
+        self.renew_as(identity, config, lease_id, increment)
+    }
+
+    fn revoke(
+        &self,
+        identity: &PodIdentity,
+        config: &VaultConfig,
+        lease_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send {
+        self.revoke_as(identity, config, lease_id)
     }
 
     fn probe(

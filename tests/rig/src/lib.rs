@@ -5,6 +5,7 @@
 //! * [`moto`]: a real moto server (STS and Secrets Manager)
 //! * [`aws`]: the AWS half of the payments scenario on moto, AWS request counters, the
 //!   credential check on the webhook's log
+//! * [`dynamic`]: dynamic database credentials on a real PostgreSQL, lease look-ups
 //! * [`payments`]: the payments scenario on the stand-in and OpenBao, AdmissionReview
 //!   builders, patch and Secret decoding, leak checks
 //! * [`webhook`]: the real `secret-injector serve` binary over TLS
@@ -14,6 +15,7 @@
 //! its certificate generator) is in the root package's tests/support/mod.rs.
 
 pub mod aws;
+pub mod dynamic;
 pub mod moto;
 pub mod openbao;
 pub mod payments;
