@@ -165,6 +165,7 @@ async fn a_burst_of_denials_costs_a_bounded_number_of_event_writes() {
     let webhook = start_webhook(&standin, &["--event-aggregation-interval", "2s"]).await;
     standin.reset_counts();
 
+    let started = std::time::Instant::now();
     let mut denied = 0;
     for batch in 0..10 {
         let reviews: Vec<Value> = (0..10)
@@ -193,9 +194,12 @@ async fn a_burst_of_denials_costs_a_bounded_number_of_event_writes() {
     let all = events(&standin, "InjectionDenied");
     assert_eq!(all.len(), 1, "one Event for one object, reason and message");
     let writes = standin.writes("events.events.k8s.io");
+    // One create, then at most one count patch per aggregation interval (2 s) while the burst
+    // and the final flush last: bounded by time, never by the number of denials.
+    let intervals = (started.elapsed().as_secs_f64() / 2.0).ceil() as usize;
     assert!(
-        (2..=4).contains(&writes),
-        "100 denials cost {writes} Event writes: {:?}",
+        writes >= 2 && writes <= 2 + intervals && writes <= 12,
+        "100 denials cost {writes} Event writes over {intervals} intervals: {:?}",
         standin.counts()
     );
     assert_eq!(standin.count("create", "events.events.k8s.io"), 1);
