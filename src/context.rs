@@ -14,7 +14,7 @@ use moka::future::Cache;
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Documents, FetchCache, FetchError};
+use crate::pipeline::{self, Documents, FetchCache, FetchError, Flights};
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
 use crate::spec::{SourceSpec, StoreRef};
@@ -60,6 +60,9 @@ struct StoreKey {
     reference: StoreRef,
 }
 
+/// One cold flight: every target's namespace, name and recorded annotations.
+pub type ColdKey = Vec<(String, String, std::collections::BTreeMap<String, String>)>;
+
 pub struct Context {
     client: Client,
     config: ContextConfig,
@@ -67,6 +70,8 @@ pub struct Context {
     digest_key: DigestKey,
     providers: Providers,
     fetch_cache: FetchCache,
+    /// Cold halves of admissions in flight, by their targets (see `admission::mutate`).
+    cold_flights: Flights<ColdKey>,
     /// ReplicaSet → Deployment never changes; workload annotations are re-read after the TTL.
     owners: Cache<ControllerKey, Workload>,
     /// Resolved (and validated) stores, for a few seconds.
@@ -87,6 +92,7 @@ impl Context {
         Self {
             providers: Providers::new(tokens, metrics.clone()),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
+            cold_flights: Flights::default(),
             owners: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
@@ -121,6 +127,11 @@ impl Context {
 
     pub fn managed_index(&self) -> &ManagedIndex {
         &self.managed
+    }
+
+    /// Cold admissions in flight: one per workload's targets at a time.
+    pub fn cold_flights(&self) -> &Flights<ColdKey> {
+        &self.cold_flights
     }
 
     /// A store's backend, chosen by the provider registry.

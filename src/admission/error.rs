@@ -36,6 +36,10 @@ pub enum InjectError {
         deadline: Duration,
         stage: &'static str,
     },
+    /// The failure of a concurrent admission of the same workload whose cold flight this one
+    /// waited for (see `pipeline::Flights`).
+    #[error(transparent)]
+    Shared(std::sync::Arc<InjectError>),
 }
 
 impl InjectError {
@@ -57,6 +61,7 @@ impl InjectError {
             InjectError::Fetch(e) if e.is_read() => "fetch",
             InjectError::Fetch(_) => "value",
             InjectError::Deadline { .. } => "deadline",
+            InjectError::Shared(e) => e.kind(),
         }
     }
 }

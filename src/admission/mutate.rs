@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -13,6 +15,7 @@ use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
+use crate::metrics::Stage as MetricStage;
 use crate::patch::{self, PodPatch};
 use crate::pipeline;
 use crate::spec::{self, ParseContext};
@@ -79,6 +82,7 @@ async fn run(
     dry_run: bool,
     stage: &AtomicU8,
 ) -> Result<Option<Mutation>, InjectError> {
+    let started = Instant::now();
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
     let workload = ctx.owner_chain(namespace, pod).await?;
     let mut annotations = spec::config_annotations(&workload.annotations);
@@ -127,8 +131,10 @@ async fn run(
             .unwrap_or_else(|| "default".to_string()),
     };
 
+    ctx.metrics()
+        .stage(MetricStage::Resolve, started.elapsed().as_secs_f64());
+
     set_stage(Stage::ManagedSecret);
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     let targets: Vec<Target> = spec
         .items
         .iter()
@@ -144,78 +150,140 @@ async fn run(
             },
         })
         .collect();
-    let mut existing = Vec::with_capacity(targets.len());
-    for target in &targets {
-        existing.push(match current_in_index(ctx, target) {
-            Some(current) => current,
-            None => managed::inspect(&secrets_api, target).await?,
-        });
-    }
-
+    // Warm: every managed Secret is in the watch-fed index, ours and current ⇒ no network call.
+    let indexed: Vec<Option<Existing>> = targets.iter().map(|t| current_in_index(ctx, t)).collect();
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
+    if indexed.iter().all(Option::is_some) {
+        return Ok(Some(Mutation { patch, secrets }));
+    }
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
+        for (target, indexed) in targets.iter().zip(&indexed) {
+            if indexed.is_none() {
+                managed::inspect(&secrets_api, target).await?;
+            }
+        }
         return Ok(Some(Mutation { patch, secrets }));
     }
 
-    set_stage(Stage::Fetch);
-    let to_fetch: Vec<usize> = existing
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !e.is_current())
-        .map(|(i, _)| i)
-        .collect();
-    // One read per store for all items that need it, so an AWS store batches every key of
-    // the workload into BatchGetSecretValue.
-    let sources: BTreeMap<usize, _> = to_fetch
-        .iter()
-        .map(|&i| (i, &targets[i].record.source))
-        .collect();
-    let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
-        BTreeMap::new();
-    for (&i, source) in &sources {
-        keys_by_store
-            .entry(&spec.items[i].store)
-            .or_default()
-            .extend(pipeline::keys_of(source));
-    }
-    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
-        try_join_all(keys_by_store.iter().map(|(store, keys)| async {
-            ctx.fetch_coalesced(&identity, &stores[*store], keys)
-                .await
-                .map(|docs| (*store, docs))
-        }))
-        .await?
-        .into_iter()
-        .collect();
-    let fetched = to_fetch
-        .iter()
-        .map(|&i| {
-            let item = &spec.items[i];
-            pipeline::assemble(
-                &stores[&item.store],
-                sources[&i],
-                &item.origin,
-                &documents[&item.store],
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    set_stage(Stage::Write);
-    let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
-    for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
-        let current = existing[i].take().expect("each item written once");
-        managed::write(
-            &secrets_api,
-            &targets[i],
-            data,
-            ctx.digest_key(),
-            Fence::Observed(current),
-            ctx.metrics(),
-        )
-        .await?;
-    }
+    // Cold: concurrent admissions of the same workload (same targets, same identity) share one
+    // flight — one GET, one read, one write — instead of racing to create the same Secret.
+    let cold = Cold {
+        ctx,
+        spec: &spec,
+        stores: &stores,
+        identity: &identity,
+        targets: &targets,
+        secrets_api: &secrets_api,
+        set_stage: &set_stage,
+    };
+    ctx.cold_flights()
+        .run(flight_key(&targets), cold.ensure(indexed))
+        .await
+        .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(InjectError::Shared))?;
     Ok(Some(Mutation { patch, secrets }))
+}
+
+/// What identifies one cold flight: every target with its full record (source, identity,
+/// interval, owner, rollout).
+fn flight_key(targets: &[Target]) -> crate::context::ColdKey {
+    targets
+        .iter()
+        .map(|t| (t.namespace.clone(), t.name.clone(), t.record.annotations()))
+        .collect()
+}
+
+/// The cold half of one admission: look at the Secrets the index did not answer for, read what
+/// is stale (one read per store), write.
+struct Cold<'a, F: Fn(Stage)> {
+    ctx: &'a Context,
+    spec: &'a spec::InjectionSpec,
+    stores: &'a BTreeMap<spec::StoreRef, ResolvedStore>,
+    identity: &'a PodIdentity,
+    targets: &'a [Target],
+    secrets_api: &'a Api<Secret>,
+    set_stage: &'a F,
+}
+
+impl<F: Fn(Stage)> Cold<'_, F> {
+    async fn ensure(self, indexed: Vec<Option<Existing>>) -> Result<(), InjectError> {
+        let Cold {
+            ctx,
+            spec,
+            stores,
+            identity,
+            targets,
+            secrets_api,
+            set_stage,
+        } = self;
+        let mut existing = Vec::with_capacity(targets.len());
+        for (target, indexed) in targets.iter().zip(indexed) {
+            existing.push(match indexed {
+                Some(current) => current,
+                None => managed::inspect(secrets_api, target).await?,
+            });
+        }
+
+        set_stage(Stage::Fetch);
+        let to_fetch: Vec<usize> = existing
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_current())
+            .map(|(i, _)| i)
+            .collect();
+        // One read per store for all items that need it, so an AWS store batches every key of
+        // the workload into BatchGetSecretValue.
+        let sources: BTreeMap<usize, _> = to_fetch
+            .iter()
+            .map(|&i| (i, &targets[i].record.source))
+            .collect();
+        let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
+            BTreeMap::new();
+        for (&i, source) in &sources {
+            keys_by_store
+                .entry(&spec.items[i].store)
+                .or_default()
+                .extend(pipeline::keys_of(source));
+        }
+        let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
+            try_join_all(keys_by_store.iter().map(|(store, keys)| async {
+                ctx.fetch_coalesced(identity, &stores[*store], keys)
+                    .await
+                    .map(|docs| (*store, docs))
+            }))
+            .await?
+            .into_iter()
+            .collect();
+        let fetched = to_fetch
+            .iter()
+            .map(|&i| {
+                let item = &spec.items[i];
+                pipeline::assemble(
+                    &stores[&item.store],
+                    sources[&i],
+                    &item.origin,
+                    &documents[&item.store],
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        set_stage(Stage::Write);
+        let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
+        for (&i, data) in to_fetch.iter().zip(fetched.iter()) {
+            let current = existing[i].take().expect("each item written once");
+            let write = managed::write(
+                secrets_api,
+                &targets[i],
+                data,
+                ctx.digest_key(),
+                Fence::Observed(current),
+                ctx.metrics(),
+            );
+            ctx.metrics().timed(MetricStage::Write, write).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and

@@ -5,8 +5,10 @@
 
 pub mod cache;
 pub mod fetch;
+pub mod flight;
 
 pub use cache::FetchCache;
 pub use fetch::{
     assemble, fetch_documents, fetch_source, keys_of, Documents, FetchError, ReadFailure,
 };
+pub use flight::Flights;
