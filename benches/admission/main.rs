@@ -23,6 +23,7 @@ mod backends;
 mod cold;
 mod common;
 mod instructions;
+#[path = "../../tests/support/vault_proxy.rs"]
 mod proxy;
 mod scale;
 mod warm;

@@ -1,6 +1,8 @@
 //! A counting HTTP proxy in front of the real OpenBao: every request the webhook makes to
 //! Vault passes through it and is recorded (time, kind), so logins and reads are counted on
-//! the wire, independently of the webhook's own metrics.
+//! the wire, independently of the webhook's own metrics. Shared by the tests (tests/support)
+//! and the bench (benches/admission/main.rs includes this file).
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
