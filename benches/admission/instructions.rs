@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --toggle-collect='*warm_loop*' \
-//!     <bench binary> instructions n=2000 2>/dev/null
+//!     <bench binary> instructions n=2000 [filter=info] 2>/dev/null
 //! callgrind_annotate callgrind.out.<pid> | head -40
 //! ```
 //!
@@ -61,7 +61,13 @@ pub async fn run(args: &[String]) {
         .find_map(|a| a.strip_prefix("n=")?.parse().ok())
         .unwrap_or(2000);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    secret_injector::telemetry::init_tracing(secret_injector::config::LogFormat::Json, "info");
+    // `filter=…` compares log settings: e.g. `secret_injector::admission=debug,info` puts the
+    // per-admission debug line back on.
+    let filter = args
+        .iter()
+        .find_map(|a| a.strip_prefix("filter="))
+        .unwrap_or("info");
+    secret_injector::telemetry::init_tracing(secret_injector::config::LogFormat::Json, filter);
     let standin = StandIn::start().await;
     let rs_uid = warm::seed_warm(&standin);
     let ctx = Arc::new(Context::new(

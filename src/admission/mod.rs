@@ -39,8 +39,9 @@ pub async fn review_pod(
     let started = Instant::now();
     let (request, pod) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Ok(req) => {
-                let pod = req.object.clone();
+            Ok(mut req) => {
+                // Moved out, not cloned: the pod is most of the review.
+                let pod = req.object.take();
                 (generic_request(&req), pod)
             }
             Err(_) => {
