@@ -76,7 +76,7 @@ fn main() {
         .build()
         .unwrap();
     if args.iter().any(|a| a == "instructions") {
-        runtime.block_on(instructions::run(&args));
+        instructions::run(&runtime, &args);
         return;
     }
     let quick = args.iter().any(|a| a == "quick") || std::env::var_os("BENCH_QUICK").is_some();

@@ -50,13 +50,15 @@ async fn tracked(webhook: &test_rig::webhook::Webhook, n: usize, timeout: Durati
         .await
 }
 
-/// API requests beside the watches (watch, list), leader election (leases) and the
-/// TokenRequests of logins, which are counted separately.
+/// API requests beside the watches (watch, list), leader election (leases), the TokenRequests
+/// of logins and OpenBao's TokenReviews (not the webhook's), which are listed in the notes.
 fn api_beside_watch(counts: &std::collections::BTreeMap<(String, String), u64>) -> u64 {
     counts
         .iter()
         .filter(|((verb, res), _)| {
-            verb != "watch" && verb != "list" && res != "leases" && res != "serviceaccounts/token"
+            verb != "watch"
+                && verb != "list"
+                && !["leases", "serviceaccounts/token", "tokenreviews"].contains(&res.as_str())
         })
         .map(|(_, c)| c)
         .sum()
@@ -183,11 +185,12 @@ pub async fn run(report: &mut Report, scale: &Scale) {
         "API requests in the refresher window (verb, resource): {:?}",
         counts
     ));
-    report.check(
+    report.info(
         "refresher: webhook CPU seconds per 1,000 refreshes",
-        format!("{:.3} s", cpu / refreshes.max(1.0) * 1000.0),
-        "— (reported)",
-        true,
+        format!(
+            "{:.3} s ({cpu:.1} s for {refreshes:.0})",
+            cpu / refreshes.max(1.0) * 1000.0
+        ),
     );
     webhook.stop().await;
 

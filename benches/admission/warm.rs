@@ -98,7 +98,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     .await;
     let body = Arc::new(warm_body(&rs_uid));
     report.note(format!(
-        "warm review body {} bytes; webhook at production settings (log level info, JSON; --max-concurrent-reviews 8)",
+        "warm review body {} bytes; webhook at production settings (log level info, JSON; --max-concurrent-reviews 8, --max-connections 256 — the bare server has the same accept loop and connection cap, so `err` under overload is refused connections on either)",
         body.len()
     ));
 

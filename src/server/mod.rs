@@ -15,7 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -53,108 +53,26 @@ async fn mutate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
 
 /// Serialise a review the way the API server's own clients do: kube-core would write
 /// `response.patch` as an array of numbers; Kubernetes' wire format for `[]byte` is base64,
-/// about four times smaller. Written straight from the review (no intermediate `Value` tree,
-/// whose byte array alone is one `Value` per patch byte).
+/// about four times smaller.
 fn json_review(
     review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
 ) -> Response {
-    match serde_json::to_vec(&WireReview::from(review)) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response could not be serialised",
-        )
-            .into_response(),
-    }
-}
-
-/// An AdmissionReview answer as it goes on the wire (our answers never carry the request).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response: Option<WireResponse<'a>>,
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    status: &'a kube::core::Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
-    audit_annotations: &'a std::collections::HashMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a Vec<String>>,
-}
-
-impl<'a> From<&'a kube::core::admission::AdmissionReview<kube::core::DynamicObject>>
-    for WireReview<'a>
-{
-    fn from(review: &'a kube::core::admission::AdmissionReview<kube::core::DynamicObject>) -> Self {
-        use base64::Engine;
-        WireReview {
-            api_version: &review.types.api_version,
-            kind: &review.types.kind,
-            response: review.response.as_ref().map(|r| WireResponse {
-                uid: &r.uid,
-                allowed: r.allowed,
-                status: &r.result,
-                patch: r
-                    .patch
-                    .as_ref()
-                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-                // kube-core sets the (private) patch type exactly when it sets a patch.
-                patch_type: r.patch.as_ref().map(|_| "JSONPatch"),
-                audit_annotations: &r.audit_annotations,
-                warnings: r.warnings.as_ref(),
-            }),
+    use base64::Engine;
+    let mut value = match serde_json::to_value(review) {
+        Ok(v) => v,
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "response could not be serialised",
+            )
+                .into_response()
         }
+    };
+    if let Some(bytes) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        value["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
-}
-
-#[cfg(test)]
-mod wire_tests {
-    use kube::core::admission::AdmissionResponse;
-    use kube::core::DynamicObject;
-
-    /// The direct writer gives what the `Value` round trip gave (patch as base64).
-    #[test]
-    fn wire_review_matches_the_value_round_trip() {
-        let allowed = AdmissionResponse::invalid("x");
-        let mut patched = AdmissionResponse::invalid("y");
-        patched.allowed = true;
-        patched.warnings = Some(vec!["w".into()]);
-        patched.audit_annotations.insert("k".into(), "v".into());
-        let patched = patched
-            .with_patch(json_patch::Patch(vec![json_patch::PatchOperation::Remove(
-                json_patch::RemoveOperation {
-                    path: json_patch::jsonptr::PointerBuf::parse("/a").unwrap(),
-                },
-            )]))
-            .unwrap();
-        let denied = AdmissionResponse::invalid("z").deny("no");
-        for response in [allowed, patched, denied] {
-            let review: kube::core::admission::AdmissionReview<DynamicObject> =
-                response.into_review();
-            let mut expected = serde_json::to_value(&review).unwrap();
-            if let Some(bytes) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
-                use base64::Engine;
-                expected["response"]["patch"] = serde_json::Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                );
-            }
-            let direct: serde_json::Value =
-                serde_json::to_value(super::WireReview::from(&review)).unwrap();
-            assert_eq!(direct, expected);
-        }
-    }
+    Json(value).into_response()
 }
 
 async fn validate(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
