@@ -311,14 +311,10 @@ pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
         key_pem: generated.key_pem,
     };
     let binary = Path::new(env!("CARGO_BIN_EXE_secret-injector"));
-    Webhook::start_with_env(
-        binary,
-        tls,
-        standin,
-        extra_args,
-        &[("SECRET_INJECTOR_LOG", "info")],
-    )
-    .await
+    // The rig sets SECRET_INJECTOR_LOG=trace for its leak scans; the flag wins over the env.
+    let mut args = vec!["--log", "info"];
+    args.extend_from_slice(extra_args);
+    Webhook::start(binary, tls, standin, &args).await
 }
 
 /// The sum of every sample of `series` whose labels contain all of `labels`.

@@ -37,18 +37,6 @@ impl Webhook {
     /// Run `binary serve` with `tls`, a test HMAC key and a kubeconfig for `standin`, plus
     /// `extra_args`; returns once `/readyz` answers.
     pub async fn start(binary: &Path, tls: Tls, standin: &StandIn, extra_args: &[&str]) -> Webhook {
-        Self::start_with_env(binary, tls, standin, extra_args, &[]).await
-    }
-
-    /// Like [`Webhook::start`], with environment variables set after the tests' defaults (the
-    /// bench runs the webhook at the production log level: `SECRET_INJECTOR_LOG=info`).
-    pub async fn start_with_env(
-        binary: &Path,
-        tls: Tls,
-        standin: &StandIn,
-        extra_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tls.crt"), &tls.cert_pem).unwrap();
         std::fs::write(dir.path().join("tls.key"), &tls.key_pem).unwrap();
@@ -82,7 +70,6 @@ impl Webhook {
             // Most verbose level: a leak at any level must show up in the sentinel scans.
             .env("SECRET_INJECTOR_LOG", "trace")
             .env("SECRET_INJECTOR_LOG_FORMAT", "json")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
