@@ -367,6 +367,29 @@ pub fn rss_mib(webhook: &Webhook) -> f64 {
     webhook.rss_kib().unwrap_or(0) as f64 / 1024.0
 }
 
+/// Where the resident memory is: heap and stacks (RssAnon) vs mapped binary and libraries
+/// (RssFile), and the thread count, from /proc/<pid>/status.
+pub fn rss_split(webhook: &Webhook) -> String {
+    let Some(pid) = webhook.pid() else {
+        return String::new();
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "anon {} KiB, file {} KiB, threads {}",
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:")
+    )
+}
+
 /// User + system CPU seconds of a process so far (/proc/<pid>/stat, fields 14 and 15).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
