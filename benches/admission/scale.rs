@@ -94,6 +94,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_mib(&webhook);
+    report.note(format!("RSS split: {}", rss_split(&webhook)));
     report.check(
         &format!("RSS with {n1} tracked Secrets"),
         format!("{rss:.1} MiB"),
@@ -219,6 +220,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_mib(&webhook);
+    report.note(format!("RSS split: {}", rss_split(&webhook)));
     report.check(
         &format!("RSS with {n2} tracked Secrets"),
         format!("{rss:.1} MiB"),

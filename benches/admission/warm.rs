@@ -121,6 +121,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_mib(&webhook);
+    report.note(format!("RSS idle split: {}", rss_split(&webhook)));
     report.check(
         "RSS idle",
         format!("{idle:.1} MiB"),
