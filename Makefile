@@ -9,7 +9,11 @@
 #   make bench   every performance figure with its target and PASS/MISS (benches/admission/)
 #   make lint    rustfmt + clippy, warnings are errors
 #   make crds    regenerate the committed CRD YAML from the Rust types
-#   make certs   generate webhook TLS + HMAC key and fill the webhook caBundle
+#   make certs   self-signed webhook TLS + HMAC key for `kubectl apply -k deploy/`
+#                (certs/self-signed/generated/, git-ignored)
+#   make hmac-key  the HMAC key alone, for `kubectl apply -k deploy/overlays/cert-manager`
+#                (certs/cert-manager/generated/hmac.key, git-ignored)
+#   make image   build the container image (Dockerfile) with docker or podman
 #   make clean   remove build output, the venv and generated certs
 
 SHELL := /usr/bin/env bash
@@ -27,14 +31,33 @@ MOTO_VERSION    := 5.2.5
 # The tests find the backends through these (see tests/rig/src/tools.rs).
 TEST_ENV := BAO_BIN=$(VENV)/bin/bao MOTO_SERVER=$(VENV)/bin/moto_server
 
-CRD_FILE        := deploy/crds/secret-injector.io_crds.yaml
-CERTS_DIR       := certs/generated
-WEBHOOK_CONFIG  := webhook-config/mutating-webhook.yaml
-VALIDATING_CONFIG := webhook-config/validating-webhook.yaml
+CRD_FILE        := deploy/base/crds/secret-injector.io_crds.yaml
+# Inside the kustomizations that read them, so plain `kubectl apply -k` works.
+CERTS_DIR       := certs/self-signed/generated
+HMAC_KEY        := certs/cert-manager/generated/hmac.key
+# How `make certs` runs the CLI; a built binary works too (tests/readme_install.rs uses it).
+SECRET_INJECTOR ?= $(CARGO) run --quiet --
 
-.PHONY: tools build test demo bench lint crds certs clean check-cargo
+# The image name and tag live in ONE place, `images:` in deploy/base/kustomization.yaml;
+# `make image` builds exactly that (override with IMAGE=... for a one-off build).
+BASE_KUSTOMIZATION := deploy/base/kustomization.yaml
+IMAGE ?= $(shell sed -n 's/^ *newName: *//p' $(BASE_KUSTOMIZATION)):$(shell sed -n 's/^ *newTag: *//p' $(BASE_KUSTOMIZATION))
 
-tools: check-cargo $(STAMP)
+.PHONY: tools kubectl build test demo bench lint crds certs hmac-key image clean check-cargo
+
+tools: check-cargo $(STAMP) kubectl
+
+# The manifest tests render deploy/ with `kubectl kustomize` (Debian's kubernetes-client when
+# kubectl is missing). deploy/ uses components and replacements: kubectl's built-in kustomize
+# must be v5 or newer (kubectl >= 1.27); older ones are refused with a clear message.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { \
+		echo "kubectl not found: installing Debian's kubernetes-client"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y kubernetes-client || { $$SUDO apt-get update && $$SUDO apt-get install -y kubernetes-client; }; }
+	@v=$$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p'); \
+	if [ -z "$$v" ] || [ "$$v" -lt 5 ]; then \
+		echo "error: $$(command -v kubectl) embeds kustomize '$${v:-unknown}'; deploy/ needs v5+ (kubectl >= 1.27). Install a newer kubectl." >&2; exit 1; fi
 
 check-cargo:
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "error: '$(CARGO)' not found on PATH; install Rust from https://rustup.rs" >&2; exit 1; }
@@ -69,8 +92,11 @@ postgresql:
 build: check-cargo
 	$(CARGO) build --release --locked
 
-# --workspace: the stand-in's and the rig's self-tests live in the workspace members under tests/.
+# The release binary too: tests/image_runtime.rs runs it as the image would (UID 65532,
+# read-only root filesystem). --workspace: the stand-in's and the rig's self-tests live in the
+# workspace members under tests/.
 test: tools
+	$(CARGO) build --release --locked --bin secret-injector
 	$(TEST_ENV) $(CARGO) test --workspace --locked
 
 demo: tools
@@ -91,9 +117,29 @@ crds: check-cargo
 	$(CARGO) run --quiet -- crds > $(CRD_FILE).tmp || { rm -f $(CRD_FILE).tmp; exit 1; }
 	mv $(CRD_FILE).tmp $(CRD_FILE)
 
+# Re-running rotates the CA and the serving pair (hmac.key is kept); then
+# `kubectl apply -k deploy/` again: the caBundle comes from the same files.
 certs: check-cargo
-	$(CARGO) run --quiet -- certs --out-dir $(CERTS_DIR) --namespace secret-injector \
-		--service secret-injector --webhook-config $(WEBHOOK_CONFIG) --webhook-config $(VALIDATING_CONFIG)
+	$(SECRET_INJECTOR) certs --out-dir $(CERTS_DIR) --namespace secret-injector --service secret-injector
+
+# 32 random bytes, hex; written once, never overwritten (digests on managed Secrets depend on it).
+hmac-key:
+	@mkdir -p $(dir $(HMAC_KEY))
+	@if [ -s $(HMAC_KEY) ]; then echo "$(HMAC_KEY) exists; kept"; else \
+		(umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > $(HMAC_KEY)); \
+		echo "wrote $(HMAC_KEY)"; fi
+
+# No shell or engine is needed to run the result; building needs docker or podman.
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then \
+		podman build -t $(IMAGE) .; \
+	else \
+		echo "make image: no usable container engine (docker daemon or podman) on this machine." >&2; \
+		echo "Build elsewhere with: docker build -t $(IMAGE) ." >&2; \
+		exit 1; \
+	fi
 
 clean:
 	-$(CARGO) clean

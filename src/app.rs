@@ -17,7 +17,7 @@ use crate::managed::DigestKey;
 use crate::metrics::Metrics;
 use crate::redact::SecretBytes;
 use crate::store::EndpointPolicy;
-use crate::{leader, refresher, server, store};
+use crate::{events, leader, refresher, server, store};
 
 /// Why `serve` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,23 @@ fn endpoints(args: &ServeArgs) -> EndpointPolicy {
     }
 }
 
+fn events_config(args: &ServeArgs) -> events::EventsConfig {
+    let defaults = events::EventsConfig::default();
+    events::EventsConfig {
+        admission: args.admission_events,
+        instance: args
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or(defaults.instance),
+        limits: events::Limits {
+            interval: args.event_aggregation_interval,
+            ..defaults.limits
+        },
+        ..defaults
+    }
+}
+
 /// `secret-injector serve`.
 pub async fn run(args: ServeArgs) -> Result<(), AppError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -98,6 +115,9 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             deadline: args.admission_timeout,
             min_refresh_interval: args.min_refresh_interval,
             endpoints: endpoints(&args),
+            reads_per_store: args.budgets.max_concurrent_reads_per_store as usize,
+            cold_admissions: args.budgets.cold_admissions(),
+            events: events_config(&args),
             ..ContextConfig::default()
         },
         metrics.clone(),
@@ -177,7 +197,23 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
             identity,
             min_interval: args.min_refresh_interval,
         },
-        leading,
+        leading.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    let detector_task = tokio::spawn(events::detector::run(
+        client.clone(),
+        ctx.events().clone(),
+        ctx.metrics().clone(),
+        events::detector::DetectorConfig {
+            period: args.missed_injection_check_interval,
+            excluded_namespaces: vec![
+                args.leader_election_namespace.clone(),
+                "kube-system".into(),
+                "kube-node-lease".into(),
+            ],
+        },
+        leading.clone(),
         shutdown_rx.clone(),
     ));
 
@@ -185,6 +221,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AppError> {
         .await;
     let _ = status_task.await;
     let _ = refresher_task.await;
+    let _ = detector_task.await;
     join("HTTPS server", https_task).await?;
     join("admin server", admin_task).await
 }

@@ -1,17 +1,68 @@
 //! `secret-injector certs`: a CA, a serving certificate for the webhook Service's DNS names,
 //! an HMAC key, and the caBundle written into the webhook configurations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use base64::Engine;
+use k8s_openapi::jiff::{civil::Date, tz::TimeZone, Span, Timestamp};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use time::{Duration, OffsetDateTime};
 
 use crate::config::CertsArgs;
+
+/// Why `secret-injector certs` (or [`generate`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("{what}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("a validity of {days} days is out of range")]
+    Validity { days: u32 },
+    #[error("{action} {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has no caBundle field to fill", .0.display())]
+    NoCaBundle(PathBuf),
+}
+
+type Result<T, E = CertsError> = std::result::Result<T, E>;
+
+fn rcgen_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertsError {
+    move |source| CertsError::Generate { what, source }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CertsError {
+    let path = path.to_path_buf();
+    move |source| CertsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `today` plus `days` as (year, month, day), for `rcgen::date_time_ymd` (midnight UTC).
+/// Certificates start the day before they are made (clock skew between the generator and
+/// the API server).
+fn ymd(today: Date, days: i64) -> Result<(i32, u8, u8)> {
+    // `--days` comes from the command line: out-of-range spans are an error, not a panic.
+    let d = Span::new()
+        .try_days(days)
+        .and_then(|span| today.checked_add(span))
+        .map_err(|_| CertsError::Validity {
+            days: u32::try_from(days.unsigned_abs()).unwrap_or(u32::MAX),
+        })?;
+    // Months are 1..=12 and days 1..=31: the casts cannot truncate.
+    Ok((i32::from(d.year()), d.month() as u8, d.day() as u8))
+}
 
 pub struct Generated {
     pub ca_pem: String,
@@ -21,9 +72,11 @@ pub struct Generated {
 
 /// Create a CA and a serving certificate for `dns_names` and `ips`.
 pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Result<Generated> {
-    let now = OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let today = Timestamp::now().to_zoned(TimeZone::UTC).date();
+    let day = |days: i64| ymd(today, days).map(|(y, m, d)| rcgen::date_time_ymd(y, m, d));
+    let ca_key = KeyPair::generate().map_err(rcgen_error("generating the CA key"))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())
+        .map_err(rcgen_error("building the CA parameters"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "secret-injector webhook CA");
     ca.distinguished_name = dn;
@@ -33,13 +86,17 @@ pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Re
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca.not_before = now - Duration::minutes(5);
-    ca.not_after = now + Duration::days(2 * i64::from(days));
-    let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
+    ca.not_before = day(-1)?;
+    ca.not_after = day(2 * i64::from(days))?;
+    let ca_cert = ca
+        .self_signed(&ca_key)
+        .map_err(rcgen_error("self-signing the CA"))?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let key = KeyPair::generate().context("generating the serving key")?;
-    let mut params = CertificateParams::new(dns_names.to_vec())?;
+    let key = KeyPair::generate().map_err(rcgen_error("generating the serving key"))?;
+    let mut params = CertificateParams::new(dns_names.to_vec()).map_err(rcgen_error(
+        "building the serving certificate's parameters (DNS names)",
+    ))?;
     for ip in ips {
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
@@ -57,11 +114,11 @@ pub fn generate(dns_names: &[String], ips: &[std::net::IpAddr], days: u32) -> Re
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(i64::from(days));
+    params.not_before = day(-1)?;
+    params.not_after = day(i64::from(days))?;
     let cert = params
         .signed_by(&key, &issuer)
-        .context("signing the serving certificate")?;
+        .map_err(rcgen_error("signing the serving certificate"))?;
     Ok(Generated {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
@@ -81,8 +138,7 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     dns.extend(args.extra_dns.iter().cloned());
     let generated = generate(&dns, &args.ips, args.days)?;
 
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir).map_err(io_error("creating", &args.out_dir))?;
     write(
         &args.out_dir.join("ca.crt"),
         generated.ca_pem.as_bytes(),
@@ -108,13 +164,12 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     }
     let bundle = base64::engine::general_purpose::STANDARD.encode(generated.ca_pem.as_bytes());
     for path in &args.webhook_configs {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(io_error("reading", path))?;
         let (updated, count) = set_ca_bundle(&text, &bundle);
         if count == 0 {
-            anyhow::bail!("{} has no caBundle field to fill", path.display());
+            return Err(CertsError::NoCaBundle(path.clone()));
         }
-        std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, updated).map_err(io_error("writing", path))?;
         eprintln!(
             "wrote caBundle into {} ({count} webhook(s))",
             path.display()
@@ -136,9 +191,8 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .truncate(true)
         .mode(mode)
         .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(io_error("writing", path))?;
+    f.write_all(bytes).map_err(io_error("writing", path))?;
     Ok(())
 }
 
@@ -171,6 +225,19 @@ mod tests {
         assert_eq!(n, 2);
         assert!(out.contains("      caBundle: NEW\n      # keep me"));
         assert!(!out.contains("old"));
+    }
+
+    #[test]
+    fn validity_is_built_from_calendar_days() {
+        let today = Date::new(2024, 2, 28).unwrap();
+        assert_eq!(ymd(today, 1).unwrap(), (2024, 2, 29));
+        assert_eq!(ymd(today, -1).unwrap(), (2024, 2, 27));
+        assert_eq!(ymd(today, 366).unwrap(), (2025, 2, 28));
+        assert_eq!(ymd(today, 730).unwrap(), (2026, 2, 27));
+        assert!(matches!(
+            ymd(today, 10_000_000),
+            Err(CertsError::Validity { .. })
+        ));
     }
 
     #[test]

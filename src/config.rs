@@ -28,6 +28,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the SecretStore and ClusterSecretStore CRDs as YAML.
     Crds,
+    /// Check manifests offline: the managed Secrets and pod patch each workload would get, or
+    /// the webhook's denial. Contacts no cluster and no backend.
+    Render(RenderArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,6 +97,18 @@ pub struct ServeArgs {
     /// older than this (pods still being created keep theirs).
     #[arg(long, env = "SECRET_INJECTOR_ORPHAN_GRACE_PERIOD", default_value = "10m", value_parser = parse_interval)]
     pub orphan_grace_period: Duration,
+    /// Publish `Injected`/`InjectionDenied` Events on the pod's workload for each admission
+    /// (aggregated, off the admission path; never on dry-run).
+    #[arg(long, env = "SECRET_INJECTOR_ADMISSION_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admission_events: bool,
+    /// Repeats of one Event (same object, reason and message) raise its count at most this
+    /// often; the first occurrence is written at once.
+    #[arg(long, env = "SECRET_INJECTOR_EVENT_AGGREGATION_INTERVAL", default_value = "1m", value_parser = parse_positive)]
+    pub event_aggregation_interval: Duration,
+    /// How often the leader's missed-injection detector judges the pods it has seen; 0 turns
+    /// the detector off.
+    #[arg(long, env = "SECRET_INJECTOR_MISSED_INJECTION_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    pub missed_injection_check_interval: Duration,
     /// PEM CA bundle: when set, the HTTPS listener requires a client certificate signed by it
     /// (the API server's, configured with an AdmissionConfiguration webhook kubeconfig) and
     /// refuses other callers during the TLS handshake. Re-read with the serving certificate.
@@ -103,6 +118,9 @@ pub struct ServeArgs {
     /// Server limits (timeouts, connection and concurrency caps, body and HTTP/2 limits).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Budgets towards the secret backends (per store, per namespace).
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
     /// Log format.
     #[arg(long, env = "SECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -191,6 +209,44 @@ pub struct LimitArgs {
     pub shutdown_timeout: Duration,
 }
 
+/// Budgets that keep one pod or one tenant from exhausting a secret backend for the others;
+/// see docs/security.md ("Budgets").
+#[derive(Args, Debug, Clone)]
+pub struct BudgetArgs {
+    /// Backend requests in flight per store (SecretStore by namespace and name,
+    /// ClusterSecretStore by name), across all admissions and refreshes of this replica. A pod
+    /// with more keys reads them in chunks of this size.
+    #[arg(long, env = "SECRET_INJECTOR_MAX_CONCURRENT_READS_PER_STORE", default_value_t = crate::provider::limit::DEFAULT_READS_PER_STORE as u32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_reads_per_store: u32,
+    /// Cold admissions (pods whose managed Secret must be fetched) per second per namespace,
+    /// refilling a bucket of --cold-admissions-burst; warm admissions are free. 0 turns the
+    /// limit off. Over it a pod is denied and its controller retries.
+    #[arg(long, env = "SECRET_INJECTOR_COLD_ADMISSIONS_PER_NAMESPACE", default_value_t = crate::budget::ColdAdmissionLimit::default().per_second, value_parser = parse_rate)]
+    pub cold_admissions_per_namespace: f64,
+    /// Cold admissions a quiet namespace may make at once (the bucket size).
+    #[arg(long, env = "SECRET_INJECTOR_COLD_ADMISSIONS_BURST", default_value_t = crate::budget::ColdAdmissionLimit::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cold_admissions_burst: u32,
+}
+
+impl BudgetArgs {
+    pub fn cold_admissions(&self) -> crate::budget::ColdAdmissionLimit {
+        crate::budget::ColdAdmissionLimit {
+            per_second: self.cold_admissions_per_namespace,
+            burst: self.cold_admissions_burst,
+        }
+    }
+}
+
+/// A rate per second: a finite number, 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate (a number per second, 0 or more)"
+        )),
+    }
+}
+
 /// `1048576`, `512KiB`, `3MiB`.
 fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -222,7 +278,7 @@ pub struct CertsArgs {
     #[arg(
         long,
         env = "SECRET_INJECTOR_CERTS_OUT_DIR",
-        default_value = "certs/generated"
+        default_value = "certs/self-signed/generated"
     )]
     pub out_dir: PathBuf,
     /// Namespace of the webhook Service.
@@ -255,6 +311,54 @@ pub struct CertsArgs {
     /// Validity of the serving certificate in days (the CA lives twice as long).
     #[arg(long, env = "SECRET_INJECTOR_CERTS_DAYS", default_value_t = 365)]
     pub days: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// Manifest file, directory (its .yaml, .yml and .json files) or `-` for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "SECRET_INJECTOR_RENDER_FILENAME",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// Read directories given with -f and --stores recursively.
+    #[arg(short = 'R', long, env = "SECRET_INJECTOR_RENDER_RECURSIVE")]
+    pub recursive: bool,
+    /// SecretStore / ClusterSecretStore objects (file, directory or `-`; other kinds are
+    /// ignored) to check store references against. Without it references are not checked.
+    #[arg(long, env = "SECRET_INJECTOR_RENDER_STORES", value_delimiter = ',')]
+    pub stores: Vec<PathBuf>,
+    /// Namespace of objects that do not name one.
+    #[arg(
+        short = 'n',
+        long,
+        env = "SECRET_INJECTOR_RENDER_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, env = "SECRET_INJECTOR_RENDER_OUTPUT", value_enum, default_value_t = RenderOutput::Text)]
+    pub output: RenderOutput,
+    /// As for `serve`: shorter refresh intervals are denied.
+    #[arg(long, env = "SECRET_INJECTOR_MIN_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub min_refresh_interval: Duration,
+    /// As for `serve`: Vault/OpenBao servers a store may name (checked with --stores).
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_VAULT_SERVERS", default_value = "", value_parser = parse_endpoints)]
+    pub allowed_vault_servers: EndpointList,
+    /// As for `serve`: AWS endpoints a store may name (checked with --stores).
+    #[arg(long, env = "SECRET_INJECTOR_ALLOWED_AWS_ENDPOINTS", default_value = crate::store::DEFAULT_AWS_ENDPOINTS, value_parser = parse_endpoints)]
+    pub allowed_aws_endpoints: EndpointList,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderOutput {
+    /// For people.
+    Text,
+    /// One JSON document (stable field names), for CI.
+    Json,
 }
 
 /// A parsed, comma-separated list of endpoint patterns.
@@ -346,6 +450,16 @@ mod tests {
         assert_eq!(args.limits.max_header_size, 64 * 1024);
         assert_eq!(args.limits.shutdown_drain, Duration::from_secs(5));
         assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(args.budgets.max_concurrent_reads_per_store, 8);
+        assert_eq!(
+            args.budgets.cold_admissions(),
+            crate::budget::ColdAdmissionLimit {
+                per_second: 5.0,
+                burst: 20
+            }
+        );
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("-1").is_err() && parse_rate("inf").is_err());
         assert!(parse_size("1").is_err());
         assert!(parse_size("3GB").is_err());
     }

@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use moka::future::Cache;
 
+use crate::budget::{ColdAdmissionLimit, ColdAdmissions, NamespaceBusy};
+use crate::events::{EventsConfig, Publisher};
 use crate::identity::{PodIdentity, TokenIssuer};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
@@ -31,6 +33,12 @@ pub struct ContextConfig {
     pub fetch_coalesce_window: Duration,
     /// Which backend servers stores may name (checked before any TokenRequest or connection).
     pub endpoints: EndpointPolicy,
+    /// Backend requests in flight per store at most (`--max-concurrent-reads-per-store`).
+    pub reads_per_store: usize,
+    /// Cold admissions (ones that read a backend) per namespace (`--cold-admissions-*`).
+    pub cold_admissions: ColdAdmissionLimit,
+    /// Admission Events (on/off, reporting instance, aggregation limits).
+    pub events: EventsConfig,
 }
 
 impl Default for ContextConfig {
@@ -40,6 +48,9 @@ impl Default for ContextConfig {
             min_refresh_interval: Duration::from_secs(10),
             fetch_coalesce_window: Duration::from_secs(2),
             endpoints: EndpointPolicy::default(),
+            reads_per_store: crate::provider::limit::DEFAULT_READS_PER_STORE,
+            cold_admissions: ColdAdmissionLimit::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -78,6 +89,10 @@ pub struct Context {
     stores: Cache<StoreKey, ResolvedStore>,
     /// Managed Secrets as the watch sees them, so a warm admission needs no Secret GET.
     managed: ManagedIndex,
+    /// Token buckets of cold admissions, per namespace.
+    cold: ColdAdmissions,
+    /// Events, queued off the admission path.
+    events: Publisher,
 }
 
 impl Context {
@@ -90,7 +105,8 @@ impl Context {
     ) -> Self {
         let tokens = TokenIssuer::new(client.clone());
         Self {
-            providers: Providers::new(tokens, metrics.clone()),
+            providers: Providers::new(tokens, metrics.clone(), config.reads_per_store),
+            cold: ColdAdmissions::new(config.cold_admissions),
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             cold_flights: Flights::default(),
             owners: Cache::builder()
@@ -102,6 +118,7 @@ impl Context {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             managed: ManagedIndex::watch(client.clone()),
+            events: Publisher::spawn(client.clone(), metrics.clone(), config.events.clone()),
             client,
             config,
             metrics,
@@ -132,6 +149,16 @@ impl Context {
     /// Cold admissions in flight: one per workload's targets at a time.
     pub fn cold_flights(&self) -> &Flights<ColdKey> {
         &self.cold_flights
+    }
+
+    /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.
+    pub async fn admit_cold(&self, namespace: &str) -> Result<(), NamespaceBusy> {
+        self.cold.admit(namespace).await
+    }
+
+    /// Where admission and the detector report Events (never blocks).
+    pub fn events(&self) -> &Publisher {
+        &self.events
     }
 
     /// A store's backend, chosen by the provider registry.

@@ -40,6 +40,10 @@ pub enum IdentityError {
         #[source]
         source: Box<kube::Error>,
     },
+    /// Never sent: a token without an explicit audience would carry the API server's own,
+    /// which every service accepting Kubernetes tokens (the API server too) accepts.
+    #[error("refusing a TokenRequest for {identity} without an audience (the API server's default audience is never requested)")]
+    NoAudience { identity: PodIdentity },
     #[error("TokenRequest for {identity} returned no token")]
     Empty { identity: PodIdentity },
     #[error("reading {identity} failed: {}", crate::k8s::api_error_message(.source))]
@@ -60,13 +64,19 @@ impl TokenIssuer {
         Self { client }
     }
 
-    /// A token for the pod's ServiceAccount with the given audiences (empty ⇒ the API
-    /// server's default audience), valid for [`TOKEN_TTL`].
+    /// A token for the pod's ServiceAccount with the given audiences, valid for
+    /// [`TOKEN_TTL`]. An empty list is refused: it would mean the API server's default
+    /// audience.
     pub async fn issue(
         &self,
         identity: &PodIdentity,
         audiences: &[String],
     ) -> Result<SecretToken, IdentityError> {
+        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(IdentityError::NoAudience {
+                identity: identity.clone(),
+            });
+        }
         let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &identity.namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {

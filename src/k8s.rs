@@ -189,20 +189,39 @@ impl WorkloadKind {
     }
 }
 
+/// One event of a metadata-only watch.
+pub enum MetaEvent {
+    /// Created or changed; `initial` when part of a (re)list.
+    Applied {
+        meta: ObjectMeta,
+        initial: bool,
+    },
+    Deleted(ObjectMeta),
+}
+
+/// Workloads in `kube-system` never have injected pods (the namespace is always excluded),
+/// so the workload watches leave them out.
+pub const WORKLOAD_FIELD_SELECTOR: &str = "metadata.namespace!=kube-system";
+
 impl WorkloadKind {
-    /// Metadata-only watch of every object of this kind, reduced to (metadata, whether the
-    /// event is part of a (re)list).
-    pub fn watch_metadata(self, client: &Client) -> BoxStream<'static, (ObjectMeta, bool)> {
+    /// Metadata-only watch of every object of this kind outside kube-system.
+    ///
+    /// Selector: only the field selector above. The refresher needs each workload's
+    /// `force-sync` annotation and annotations cannot be selected on; nothing is stored per
+    /// event here (no reflector), and the refresher keeps state only for owners of managed
+    /// Secrets (refresher/workloads.rs), so memory does not grow with the cluster's workloads.
+    pub fn watch_metadata(self, client: &Client) -> BoxStream<'static, MetaEvent> {
         with_kind!(self, K => {
             watcher::watcher(
                 Api::<PartialObjectMeta<K>>::all(client.clone()),
-                watcher::Config::default(),
+                watcher::Config::default().fields(WORKLOAD_FIELD_SELECTOR),
             )
             .default_backoff()
             .filter_map(|event| async move {
                 match event {
-                    Ok(watcher::Event::Apply(o)) => Some((o.metadata, false)),
-                    Ok(watcher::Event::InitApply(o)) => Some((o.metadata, true)),
+                    Ok(watcher::Event::Apply(o)) => Some(MetaEvent::Applied { meta: o.metadata, initial: false }),
+                    Ok(watcher::Event::InitApply(o)) => Some(MetaEvent::Applied { meta: o.metadata, initial: true }),
+                    Ok(watcher::Event::Delete(o)) => Some(MetaEvent::Deleted(o.metadata)),
                     _ => None,
                 }
             })

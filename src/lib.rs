@@ -4,9 +4,11 @@
 
 pub mod admission;
 pub mod app;
+pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod identity;
 pub mod k8s;
 pub mod leader;
@@ -14,9 +16,11 @@ pub mod managed;
 pub mod metrics;
 pub mod patch;
 pub mod pipeline;
+pub mod plan;
 pub mod provider;
 pub mod redact;
 pub mod refresher;
+pub mod render;
 pub mod server;
 pub mod spec;
 pub mod store;

@@ -9,7 +9,8 @@ async fn main() -> anyhow::Result<()> {
             secret_injector::telemetry::init_tracing(args.log_format, &args.log);
             Ok(secret_injector::app::run(*args).await?)
         }
-        Command::Certs(args) => secret_injector::certs::run(&args),
+        Command::Certs(args) => Ok(secret_injector::certs::run(&args)?),
+        Command::Render(args) => std::process::exit(secret_injector::render::run(&args)),
         Command::Crds => {
             print!("{}", secret_injector::store::crd::crds_yaml()?);
             Ok(())

@@ -72,6 +72,22 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventWriteLabels {
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: &'static str,
+}
+
 struct Inner {
     registry: Registry,
     refreshes: Family<ResultLabels, Counter>,
@@ -84,6 +100,12 @@ struct Inner {
     backend_calls: Family<BackendLabels, Counter>,
     secret_writes: Family<WriteLabels, Counter>,
     deadline_exceeded: Counter,
+    store_read_waits: Counter,
+    cold_admissions_limited: Counter,
+    tracked_workloads: prometheus_client::metrics::gauge::Gauge,
+    event_writes: Family<EventWriteLabels, Counter>,
+    events_dropped: Family<CauseLabels, Counter>,
+    missed_injections: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone)]
@@ -172,8 +194,50 @@ impl Metrics {
             "Managed Secrets tracked by the refresher (on the leader)",
             managed_secrets.clone(),
         );
+        let store_read_waits = Counter::default();
+        registry.register(
+            "store_read_waits",
+            "Backend fetches that waited for their store's read budget (--max-concurrent-reads-per-store)",
+            store_read_waits.clone(),
+        );
+        let cold_admissions_limited = Counter::default();
+        registry.register(
+            "cold_admissions_limited",
+            "Admissions denied because their namespace exceeded --cold-admissions-per-namespace",
+            cold_admissions_limited.clone(),
+        );
+        let tracked_workloads = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "refresher_tracked_workloads",
+            "Workloads whose force-sync annotation the refresher remembers: only owners of managed Secrets (on the leader)",
+            tracked_workloads.clone(),
+        );
+        let event_writes = Family::<EventWriteLabels, Counter>::default();
+        registry.register(
+            "event_writes",
+            "Writes of Kubernetes Events (admission outcomes, missed injections), by operation (create, patch) and result (ok, error)",
+            event_writes.clone(),
+        );
+        let events_dropped = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Event occurrences not recorded, by cause (queue_full, aggregator_full)",
+            events_dropped.clone(),
+        );
+        let missed_injections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "missed_injections",
+            "Workloads (per pod-template revision) and bare pods found without injection, by reason (InjectionMissed, NamespaceNotOptedIn)",
+            missed_injections.clone(),
+        );
         Self(Arc::new(Inner {
+            event_writes,
+            events_dropped,
+            missed_injections,
             registry,
+            store_read_waits,
+            cold_admissions_limited,
+            tracked_workloads,
             refreshes,
             rollouts,
             refresh_lag,
@@ -260,6 +324,39 @@ impl Metrics {
 
     pub fn deadline_exceeded(&self) {
         self.0.deadline_exceeded.inc();
+    }
+
+    pub fn store_read_wait(&self) {
+        self.0.store_read_waits.inc();
+    }
+
+    pub fn cold_admission_limited(&self) {
+        self.0.cold_admissions_limited.inc();
+    }
+
+    pub fn tracked_workloads(&self, count: usize) {
+        self.0.tracked_workloads.set(count as i64);
+    }
+
+    pub fn event_write(&self, operation: &'static str, result: &'static str) {
+        self.0
+            .event_writes
+            .get_or_create(&EventWriteLabels { operation, result })
+            .inc();
+    }
+
+    pub fn event_dropped(&self, cause: &'static str) {
+        self.0
+            .events_dropped
+            .get_or_create(&CauseLabels { cause })
+            .inc();
+    }
+
+    pub fn missed_injection(&self, reason: &'static str) {
+        self.0
+            .missed_injections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Prometheus text exposition format.

@@ -24,16 +24,17 @@ fn documents(path: &str) -> Vec<Value> {
 #[test]
 fn committed_crds_match_the_rust_types() {
     let generated = secret_injector::store::crd::crds_yaml().unwrap();
-    let committed = read("deploy/crds/secret-injector.io_crds.yaml");
+    let committed = read("deploy/base/crds/secret-injector.io_crds.yaml");
     assert!(
         generated == committed,
-        "deploy/crds/secret-injector.io_crds.yaml is stale: run `make crds` and commit it"
+        "deploy/base/crds/secret-injector.io_crds.yaml is stale: run `make crds` and commit it"
     );
 
-    let crds: Vec<CustomResourceDefinition> = documents("deploy/crds/secret-injector.io_crds.yaml")
-        .into_iter()
-        .map(|v| serde_json::from_value(v).unwrap())
-        .collect();
+    let crds: Vec<CustomResourceDefinition> =
+        documents("deploy/base/crds/secret-injector.io_crds.yaml")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
     let names: BTreeSet<_> = crds
         .iter()
         .map(|c| c.metadata.name.clone().unwrap())
@@ -80,8 +81,7 @@ fn committed_crds_match_the_rust_types() {
 #[test]
 fn mutating_webhook_keeps_its_safety_settings() {
     let config: MutatingWebhookConfiguration =
-        serde_json::from_value(documents("webhook-config/mutating-webhook.yaml").remove(0))
-            .unwrap();
+        serde_json::from_value(documents("deploy/base/mutating-webhook.yaml").remove(0)).unwrap();
     let hooks = config.webhooks.unwrap();
     assert_eq!(hooks.len(), 1);
     let hook = &hooks[0];
@@ -125,7 +125,7 @@ fn mutating_webhook_keeps_its_safety_settings() {
 
 #[test]
 fn rbac_is_least_privilege() {
-    let docs = documents("deploy/rbac.yaml");
+    let docs = documents("deploy/base/rbac.yaml");
     let mut granted = BTreeSet::new();
     for doc in docs
         .iter()
@@ -157,6 +157,8 @@ fn rbac_is_least_privilege() {
         "/secrets:list",
         "/secrets:watch",
         "/pods:get",
+        "/pods:list",
+        "/pods:watch",
         "apps/replicasets:get",
         "apps/deployments:get",
         "apps/deployments:list",
@@ -173,6 +175,8 @@ fn rbac_is_least_privilege() {
         "batch/jobs:get",
         "batch/cronjobs:get",
         "/namespaces:get",
+        "/namespaces:list",
+        "/namespaces:watch",
         "secret-injector.io/secretstores:get",
         "secret-injector.io/secretstores:list",
         "secret-injector.io/secretstores:watch",
@@ -197,17 +201,19 @@ fn rbac_is_least_privilege() {
 
 #[test]
 fn deployment_is_highly_available() {
-    let deployment = documents("deploy/deployment.yaml").remove(0);
+    let deployment = documents("deploy/base/deployment.yaml").remove(0);
     assert_eq!(deployment["spec"]["replicas"], 2);
-    let pdb = documents("deploy/pdb.yaml").remove(0);
+    let pdb = documents("deploy/base/pdb.yaml").remove(0);
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
-    let kustomization = read("deploy/kustomization.yaml");
+    let kustomization = read("deploy/base/kustomization.yaml");
     for file in [
         "crds/secret-injector.io_crds.yaml",
         "rbac.yaml",
         "deployment.yaml",
         "service.yaml",
         "pdb.yaml",
+        "mutating-webhook.yaml",
+        "validating-webhook.yaml",
     ] {
         assert!(
             kustomization.contains(file),
@@ -219,8 +225,14 @@ fn deployment_is_highly_available() {
 #[test]
 fn certs_command_writes_a_usable_pair_and_fills_the_ca_bundle() {
     let dir = tempfile::tempdir().unwrap();
+    // `--webhook-config` still fills caBundle lines in place, for configurations kept outside
+    // deploy/ (deploy/ itself takes the CA from the generated Secret, see certs/self-signed/).
     let config = dir.path().join("mutating.yaml");
-    std::fs::write(&config, read("webhook-config/mutating-webhook.yaml")).unwrap();
+    let with_bundle = read("deploy/base/mutating-webhook.yaml").replace(
+        "        port: 443\n",
+        "        port: 443\n      caBundle: \"\"\n",
+    );
+    std::fs::write(&config, with_bundle).unwrap();
     let out = dir.path().join("generated");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_secret-injector"))
         .args([
@@ -274,8 +286,7 @@ fn certs_command_writes_a_usable_pair_and_fills_the_ca_bundle() {
 fn validating_webhook_cannot_be_skipped_by_tenants() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     let config: ValidatingWebhookConfiguration =
-        serde_json::from_value(documents("webhook-config/validating-webhook.yaml").remove(0))
-            .unwrap();
+        serde_json::from_value(documents("deploy/base/validating-webhook.yaml").remove(0)).unwrap();
     let hook = &config.webhooks.unwrap()[0];
     assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(hook.side_effects, "None");

@@ -5,7 +5,8 @@
 //!   Deployment ⇒ TokenRequests (stand-in records), Vault logins and reads (proxy), Secret
 //!   creates (stand-in counter), all allowed, p50/p99.
 //! - many identities: 500 pods over 50 Deployments/ServiceAccounts scheduled evenly within 1 s
-//!   (open loop) ⇒ all allowed, max ≤ 2 s, logins = 50, reads = 50.
+//!   (open loop; 10 per namespace, within the default per-namespace cold-admission burst of
+//!   20) ⇒ all allowed, max ≤ 2 s, logins = 50, reads = 50.
 //!
 //! TLS connections to the webhook are opened before each burst (no-op reviews), so the figures
 //! are the webhook's cold path, not client handshakes.
@@ -53,7 +54,10 @@ pub async fn run(report: &mut Report) {
     let b = Backends::start().await;
     let standin = b.standin();
     b.seed_namespace("cold-one");
-    b.seed_namespace("cold-many");
+    // 10 Deployments per namespace: within the default cold-admission burst (20) of each.
+    for n in 0..5 {
+        b.seed_namespace(&format!("cold-many-{n}"));
+    }
     let solos: Vec<Workload> = (0..3)
         .map(|i| {
             b.seed_service_account("cold-one", &format!("solo-{i}"));
@@ -64,8 +68,9 @@ pub async fn run(report: &mut Report) {
     let burst = b.seed_workload("cold-one", "burst");
     let many: Vec<Workload> = (0..50)
         .map(|i| {
-            b.seed_service_account("cold-many", &format!("sa-{i:02}"));
-            b.seed_workload("cold-many", &format!("app-{i:02}"))
+            let ns = format!("cold-many-{}", i / 10);
+            b.seed_service_account(&ns, &format!("sa-{i:02}"));
+            b.seed_workload(&ns, &format!("app-{i:02}"))
         })
         .collect();
     let webhook = start_webhook(standin, &[]).await;

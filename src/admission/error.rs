@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::budget::NamespaceBusy;
 use crate::managed::ManagedError;
 use crate::patch::PatchError;
 use crate::pipeline::FetchError;
@@ -27,6 +28,8 @@ pub enum InjectError {
     Managed(#[from] ManagedError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    NamespaceBusy(#[from] NamespaceBusy),
     #[error(
         "no answer within the internal deadline of {}s while {stage}; the backend or the Kubernetes \
          API may be slow or unreachable — the pod was not admitted and nothing was written after that point",
@@ -40,6 +43,16 @@ pub enum InjectError {
     /// waited for (see `pipeline::Flights`).
     #[error(transparent)]
     Shared(std::sync::Arc<InjectError>),
+}
+
+/// Plan errors keep their own variants (and so their kind) in a denial.
+impl From<crate::plan::PlanError> for InjectError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        match e {
+            crate::plan::PlanError::Spec(e) => InjectError::Spec(e),
+            crate::plan::PlanError::Patch(e) => InjectError::Patch(e),
+        }
+    }
 }
 
 impl InjectError {
@@ -60,6 +73,7 @@ impl InjectError {
             InjectError::Managed(_) => "managed_secret",
             InjectError::Fetch(e) if e.is_read() => "fetch",
             InjectError::Fetch(_) => "value",
+            InjectError::NamespaceBusy(_) => "rate_limited",
             InjectError::Deadline { .. } => "deadline",
             InjectError::Shared(e) => e.kind(),
         }

@@ -143,14 +143,21 @@ async fn answer(
             if m.patch.ops.is_empty() {
                 return response;
             }
+            if !request.dry_run {
+                ctx.events().injected(namespace, pod, &m.owner, &m.secrets);
+            }
             match response.clone().with_patch(json_patch::Patch(m.patch.ops)) {
                 Ok(r) => r,
                 Err(_) => response.deny("internal error: the patch could not be serialised"),
             }
         }
         Err(e) => {
-            warn!(reason = e.kind(), message = %e.denial_message(), "pod denied");
-            response.deny(e.denial_message())
+            let message = e.denial_message();
+            warn!(reason = e.kind(), message = %message, "pod denied");
+            if !request.dry_run {
+                ctx.events().denied(namespace, pod, &message);
+            }
+            response.deny(message)
         }
     }
 }

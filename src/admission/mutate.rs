@@ -14,11 +14,13 @@ use kube::Api;
 use super::error::InjectError;
 use crate::context::Context;
 use crate::identity::PodIdentity;
+use crate::k8s::Owner;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
 use crate::metrics::Stage as MetricStage;
-use crate::patch::{self, PodPatch};
+use crate::patch::PodPatch;
 use crate::pipeline;
-use crate::spec::{self, ParseContext};
+use crate::plan;
+use crate::spec;
 use crate::store::ResolvedStore;
 
 /// What the pipeline is doing, for the deadline message.
@@ -48,6 +50,8 @@ pub struct Mutation {
     pub patch: PodPatch,
     /// Managed Secrets named in the patch (for logs).
     pub secrets: Vec<String>,
+    /// The workload the pod belongs to (the Event's object).
+    pub owner: Owner,
 }
 
 pub async fn mutate(
@@ -85,32 +89,15 @@ async fn run(
     let started = Instant::now();
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
     let workload = ctx.owner_chain(namespace, pod).await?;
-    let mut annotations = spec::config_annotations(&workload.annotations);
-    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
-
-    let container_names: Vec<String> = pod
-        .spec
-        .iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
-        .map(|c| c.name.clone())
-        .collect();
-    let Some(spec) = spec::parse(
-        &annotations,
-        &ParseContext {
-            workload_name: workload.name.as_deref(),
-            container_names: &container_names,
-            min_refresh_interval: ctx.config().min_refresh_interval,
-        },
+    let Some(plan::Planned { spec, patch }) = plan::plan(
+        pod,
+        workload.name.as_deref(),
+        &workload.annotations,
+        ctx.config().min_refresh_interval,
     )?
     else {
         return Ok(None);
     };
-    let patch = patch::plan(pod, &spec)?;
 
     set_stage(Stage::Store);
     let mut stores: BTreeMap<spec::StoreRef, ResolvedStore> = BTreeMap::new();
@@ -154,7 +141,11 @@ async fn run(
     let indexed: Vec<Option<Existing>> = targets.iter().map(|t| current_in_index(ctx, t)).collect();
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
     if indexed.iter().all(Option::is_some) {
-        return Ok(Some(Mutation { patch, secrets }));
+        return Ok(Some(Mutation {
+            patch,
+            secrets,
+            owner: workload.owner,
+        }));
     }
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     if dry_run {
@@ -164,7 +155,11 @@ async fn run(
                 managed::inspect(&secrets_api, target).await?;
             }
         }
-        return Ok(Some(Mutation { patch, secrets }));
+        return Ok(Some(Mutation {
+            patch,
+            secrets,
+            owner: workload.owner,
+        }));
     }
 
     // Cold: concurrent admissions of the same workload (same targets, same identity) share one
@@ -182,7 +177,11 @@ async fn run(
         .run(flight_key(&targets), cold.ensure(indexed))
         .await
         .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(InjectError::Shared))?;
-    Ok(Some(Mutation { patch, secrets }))
+    Ok(Some(Mutation {
+        patch,
+        secrets,
+        owner: workload.owner,
+    }))
 }
 
 /// What identifies one cold flight: every target with its full record (source, identity,
@@ -232,6 +231,16 @@ impl<F: Fn(Stage)> Cold<'_, F> {
             .filter(|(_, e)| !e.is_current())
             .map(|(i, _)| i)
             .collect();
+        // A cold admission reads the backend: it spends one of the namespace's budget (warm ones
+        // are free), before any TokenRequest or backend connection. Inside the flight, so the
+        // concurrent pods of one new workload spend one, as its later pods would be warm.
+        if !to_fetch.is_empty() {
+            ctx.admit_cold(&targets[0].namespace)
+                .await
+                .inspect_err(|_| {
+                    ctx.metrics().cold_admission_limited();
+                })?;
+        }
         // One read per store for all items that need it, so an AWS store batches every key of
         // the workload into BatchGetSecretValue.
         let sources: BTreeMap<usize, _> = to_fetch

@@ -8,6 +8,7 @@
 //! ```text
 //! mod.rs       the Backend and SecretProvider traits, the shared types and errors
 //! registry.rs  Providers: the list of backends, validate/probe/fetch dispatch
+//! limit.rs     ReadBudget: backend requests in flight per store, at most N
 //! config.rs    ProviderSpec (CRD), ProviderConfig (one variant per backend), ResolvedStore,
 //!              Validated, FieldError
 //! net.rs       the forbidden-address rule, the endpoint check, the filtering DNS resolver
@@ -19,6 +20,8 @@
 
 pub mod aws;
 pub mod config;
+pub mod findings;
+pub mod limit;
 pub mod net;
 pub mod policy;
 mod registry;
@@ -29,7 +32,8 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 
-pub use config::{FieldError, Findings, ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+pub use config::{ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+pub use findings::{FieldError, Findings};
 pub use registry::Providers;
 pub(crate) use select::json_field;
 pub use select::{extract, select, SelectError};
@@ -180,7 +184,8 @@ pub struct KeyedError {
 /// [`Providers::for_store`]. Every [`Backend`] is one.
 pub trait SecretProvider: Send + Sync {
     /// Read every key as `identity`. All-or-nothing: the first failure is returned with
-    /// the key it concerns.
+    /// the key it concerns. A fetch of `n` keys has at most `n` requests to the backend in
+    /// flight at any moment (the per-store budget in `limit.rs` counts on it).
     fn fetch<'a>(
         &'a self,
         identity: &'a PodIdentity,
@@ -205,9 +210,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The provider, issuing pods' tokens with `tokens`.
     fn new(tokens: TokenIssuer, metrics: Metrics) -> Self;
 
-    /// Its section of `spec.provider`, when set.
-    fn spec(provider: &ProviderSpec) -> Option<&Self::Spec>;
-
     /// The section checked against the operator's endpoint policy and turned into a
     /// configuration; every problem (with its field path) and every advice go to `out`.
     fn validate(
@@ -215,10 +217,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
         endpoints: &EndpointPolicy,
         out: &mut Findings,
     ) -> Option<Self::Config>;
-
-    /// Its configuration inside a [`ProviderConfig`], and back.
-    fn config(config: &ProviderConfig) -> Option<&Self::Config>;
-    fn wrap(config: Self::Config) -> ProviderConfig;
 
     /// Read every key as `identity` (see [`SecretProvider::fetch`]).
     fn fetch(
@@ -233,22 +231,4 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn probe(
         config: &Self::Config,
     ) -> impl std::future::Future<Output = Result<String, String>> + Send;
-}
-
-impl<B: Backend> SecretProvider for B {
-    fn fetch<'a>(
-        &'a self,
-        identity: &'a PodIdentity,
-        store: &'a ResolvedStore,
-        keys: &'a [RemoteKey],
-    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
-        match B::config(&store.config) {
-            Some(config) => Box::pin(Backend::fetch(self, identity, config, keys)),
-            // Never through Providers, which picks the backend by the configuration.
-            None => Box::pin(futures::future::ready(Err(KeyedError {
-                key: None,
-                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
-            }))),
-        }
-    }
 }

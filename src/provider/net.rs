@@ -13,7 +13,6 @@ use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
-use super::config::{err, FieldError};
 use crate::redact::scrub;
 
 /// Link-local (cloud metadata lives there), unspecified, broadcast, and the EC2 IMDS IPv6
@@ -39,17 +38,7 @@ pub fn is_forbidden_ip(ip: IpAddr) -> bool {
 
 /// Endpoints are absolute http(s) URLs with no credentials, query or path, and never
 /// link-local or cloud-metadata addresses (a request forger's favourite targets).
-pub(crate) fn check_endpoint(path: &str, raw: &str, errors: &mut Vec<FieldError>) -> Option<Url> {
-    match endpoint(raw) {
-        Ok(url) => Some(url),
-        Err(message) => {
-            errors.push(err(path, message));
-            None
-        }
-    }
-}
-
-fn endpoint(raw: &str) -> Result<Url, String> {
+pub(crate) fn check_endpoint(raw: &str) -> Result<Url, String> {
     let url =
         Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not an absolute URL ({e})"))?;
     if !matches!(url.scheme(), "https" | "http") {

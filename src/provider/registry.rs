@@ -6,17 +6,79 @@ use std::sync::{Arc, LazyLock};
 use futures::future::BoxFuture;
 
 use super::aws::AwsProvider;
-use super::config::{err, FieldError, Findings, ProviderConfig, Validated};
-use super::config::{ProviderSpec, ResolvedStore};
+use super::aws::{AwsConfig, AwsProviderSpec};
+use super::config::{ProviderConfig, ProviderSpec, ResolvedStore, Validated};
+use super::findings::{err, FieldError, Findings};
+use super::limit::ReadBudget;
 use super::policy::EndpointPolicy;
 use super::vault::VaultProvider;
-use super::{Backend, SecretProvider};
+use super::vault::{VaultConfig, VaultProviderSpec};
+use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret, SecretProvider};
+use crate::identity::PodIdentity;
 use crate::identity::TokenIssuer;
 use crate::metrics::Metrics;
 
 type ValidateFn = fn(&ProviderSpec, &EndpointPolicy) -> Option<Result<Validated, Vec<FieldError>>>;
 type ProbeFn = fn(&ProviderConfig) -> BoxFuture<'_, Result<String, String>>;
 type BuildFn = fn(TokenIssuer, Metrics) -> Arc<dyn SecretProvider>;
+
+/// How a backend's types sit inside the types shared by every backend (the CRD's
+/// `spec.provider` and [`ProviderConfig`]). Written here, beside the list of backends, so a
+/// backend never imports the types that list it.
+trait Plugged: Backend {
+    fn spec(provider: &ProviderSpec) -> Option<&Self::Spec>;
+    fn config(config: &ProviderConfig) -> Option<&Self::Config>;
+    fn wrap(config: Self::Config) -> ProviderConfig;
+}
+
+impl Plugged for VaultProvider {
+    fn spec(provider: &ProviderSpec) -> Option<&VaultProviderSpec> {
+        provider.vault.as_ref()
+    }
+    fn config(config: &ProviderConfig) -> Option<&VaultConfig> {
+        match config {
+            ProviderConfig::Vault(config) => Some(config),
+            _ => None,
+        }
+    }
+    fn wrap(config: VaultConfig) -> ProviderConfig {
+        ProviderConfig::Vault(config)
+    }
+}
+
+impl Plugged for AwsProvider {
+    fn spec(provider: &ProviderSpec) -> Option<&AwsProviderSpec> {
+        provider.aws.as_ref()
+    }
+    fn config(config: &ProviderConfig) -> Option<&AwsConfig> {
+        match config {
+            ProviderConfig::Aws(config) => Some(config),
+            _ => None,
+        }
+    }
+    fn wrap(config: AwsConfig) -> ProviderConfig {
+        ProviderConfig::Aws(config)
+    }
+}
+
+/// Every registered backend reads through the object-safe [`SecretProvider`].
+impl<B: Plugged> SecretProvider for B {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a PodIdentity,
+        store: &'a ResolvedStore,
+        keys: &'a [RemoteKey],
+    ) -> BoxFuture<'a, Result<Vec<RemoteSecret>, KeyedError>> {
+        match B::config(&store.config) {
+            Some(config) => Box::pin(Backend::fetch(self, identity, config, keys)),
+            // Never through Providers, which picks the backend by the configuration.
+            None => Box::pin(futures::future::ready(Err(KeyedError {
+                key: None,
+                error: ProviderError::InvalidRequest(format!("store is not a {} store", B::NAME)),
+            }))),
+        }
+    }
+}
 
 /// A backend's entry points, taken from its [`Backend`] implementation.
 struct Registered {
@@ -28,20 +90,23 @@ struct Registered {
 }
 
 impl Registered {
-    fn of<B: Backend>() -> Self {
-        fn owns<B: Backend>(config: &ProviderConfig) -> bool {
+    fn of<B: Plugged>() -> Self {
+        fn owns<B: Plugged>(config: &ProviderConfig) -> bool {
             B::config(config).is_some()
         }
-        fn validate<B: Backend>(
+        fn validate<B: Plugged>(
             spec: &ProviderSpec,
             endpoints: &EndpointPolicy,
         ) -> Option<Result<Validated, Vec<FieldError>>> {
             let spec = B::spec(spec)?;
             let mut out = Findings::default();
-            let config = B::validate(spec, endpoints, &mut out).map(B::wrap);
-            Some(out.finish(config))
+            let config = B::validate(spec, endpoints, &mut out);
+            Some(out.finish(config).map(|(config, warnings)| Validated {
+                config: B::wrap(config),
+                warnings,
+            }))
         }
-        fn probe<B: Backend>(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
+        fn probe<B: Plugged>(config: &ProviderConfig) -> BoxFuture<'_, Result<String, String>> {
             match B::config(config) {
                 Some(config) => Box::pin(B::probe(config)),
                 None => Box::pin(futures::future::ready(Err(format!(
@@ -50,7 +115,7 @@ impl Registered {
                 )))),
             }
         }
-        fn build<B: Backend>(tokens: TokenIssuer, metrics: Metrics) -> Arc<dyn SecretProvider> {
+        fn build<B: Plugged>(tokens: TokenIssuer, metrics: Metrics) -> Arc<dyn SecretProvider> {
             Arc::new(B::new(tokens, metrics))
         }
         Self {
@@ -71,9 +136,11 @@ static BACKENDS: LazyLock<Vec<Registered>> = LazyLock::new(|| {
     ]
 });
 
-/// The name of the backend `config` belongs to.
-pub(super) fn name_of(config: &ProviderConfig) -> &'static str {
-    BACKENDS[index_of(config)].name
+impl ProviderConfig {
+    /// The backend's key under `spec.provider` (`vault`, `aws`).
+    pub fn provider_name(&self) -> &'static str {
+        BACKENDS[index_of(self)].name
+    }
 }
 
 /// Which registered backend `config` belongs to.
@@ -84,24 +151,27 @@ fn index_of(config: &ProviderConfig) -> usize {
         .expect("every ProviderConfig variant has a registered backend")
 }
 
-/// One instance of every backend, sharing the token issuer and the metrics.
+/// One instance of every backend, sharing the token issuer and the metrics, each reading
+/// within the per-store budget.
 #[derive(Clone)]
 pub struct Providers {
-    /// In [`BACKENDS`] order.
+    /// In [`BACKENDS`] order, each wrapped in the budget.
     built: Vec<Arc<dyn SecretProvider>>,
 }
 
 impl Providers {
-    pub fn new(tokens: TokenIssuer, metrics: Metrics) -> Self {
+    /// `reads_per_store`: backend requests in flight per store at most (see [`ReadBudget`]).
+    pub fn new(tokens: TokenIssuer, metrics: Metrics, reads_per_store: usize) -> Self {
+        let budget = ReadBudget::new(reads_per_store, metrics.clone());
         Self {
             built: BACKENDS
                 .iter()
-                .map(|b| (b.build)(tokens.clone(), metrics.clone()))
+                .map(|b| budget.wrap((b.build)(tokens.clone(), metrics.clone())))
                 .collect(),
         }
     }
 
-    /// The provider that reads from `store`.
+    /// The provider that reads from `store` (within the store's read budget).
     pub fn for_store(&self, store: &ResolvedStore) -> Arc<dyn SecretProvider> {
         self.built[index_of(&store.config)].clone()
     }

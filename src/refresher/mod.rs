@@ -10,6 +10,7 @@
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
+mod workloads;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,12 +27,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::k8s::{Owner, OwnerKind, WorkloadKind};
-use crate::managed::recorded;
+use crate::k8s::{Owner, WorkloadKind};
 use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
+use workloads::{WorkloadEvent, Workloads};
 
 #[derive(Clone, Debug)]
 pub struct RefresherConfig {
@@ -96,14 +97,6 @@ pub async fn run(
     .await;
 }
 
-enum WorkloadEvent {
-    Seen {
-        key: Owner,
-        force_sync: Option<String>,
-        initial: bool,
-    },
-}
-
 struct Refresher {
     ctx: Arc<Context>,
     config: RefresherConfig,
@@ -111,8 +104,8 @@ struct Refresher {
     entries: HashMap<Key, Entry>,
     queue: DueQueue<Key>,
     pending: Pending,
-    /// Last seen `force-sync` annotation per workload.
-    workload_force_sync: HashMap<Owner, Option<String>>,
+    /// Last seen `force-sync` annotation of each workload owning a tracked Secret (only).
+    workloads: Workloads,
     /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
     relisting: Option<HashSet<Key>>,
     rng: rand::rngs::StdRng,
@@ -139,7 +132,7 @@ impl Refresher {
             entries: HashMap::new(),
             queue: DueQueue::default(),
             pending: Pending::default(),
-            workload_force_sync: HashMap::new(),
+            workloads: Workloads::default(),
             relisting: None,
             rng: rand::rngs::StdRng::from_os_rng(),
             results_tx,
@@ -152,9 +145,15 @@ impl Refresher {
         // never holds Secret data in memory).
         let mut secrets = self.ctx.managed_index().events();
         let client = self.ctx.client().clone();
-        let mut workloads =
-            stream::select_all(WorkloadKind::ROLLABLE.map(|kind| workload_stream(kind, &client)));
+        // The workload watches start once the Secrets' snapshot is in, so their initial list
+        // meets the owners it concerns and sets their force-sync baselines.
+        let mut workloads = stream::SelectAll::new();
         loop {
+            if workloads.is_empty() && self.relisting.is_none() && !self.entries.is_empty() {
+                for kind in WorkloadKind::ROLLABLE {
+                    workloads.push(workloads::stream(kind, &client));
+                }
+            }
             let next = [self.queue.next_due(), self.pending.next_due()]
                 .into_iter()
                 .flatten()
@@ -173,6 +172,7 @@ impl Refresher {
                 }
             }
             self.ctx.metrics().managed_secrets(self.entries.len());
+            self.ctx.metrics().tracked_workloads(self.workloads.len());
         }
     }
 
@@ -204,7 +204,9 @@ impl Refresher {
     }
 
     fn forget(&mut self, key: &Key) {
-        self.entries.remove(key);
+        if let Some(entry) = self.entries.remove(key) {
+            self.workloads.secret_removed(&owner_of(&entry.tracked));
+        }
         self.queue.remove(key);
     }
 
@@ -225,6 +227,11 @@ impl Refresher {
                     tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
                 let interval_changed =
                     tracked.record.refresh_interval != entry.tracked.record.refresh_interval;
+                let (was, now_owner) = (owner_of(&entry.tracked), owner_of(&tracked));
+                if was != now_owner {
+                    self.workloads.secret_removed(&was);
+                    self.workloads.secret_added(&now_owner);
+                }
                 entry.tracked = tracked.clone();
                 if entry.running {
                     entry.rerun |= forced;
@@ -262,6 +269,7 @@ impl Refresher {
                     );
                     self.queue.schedule(key.clone(), now + delay);
                 }
+                self.workloads.secret_added(&owner_of(&tracked));
                 self.entries.insert(
                     key,
                     Entry {
@@ -276,22 +284,9 @@ impl Refresher {
     }
 
     fn on_workload_event(&mut self, event: WorkloadEvent) {
-        let WorkloadEvent::Seen {
-            key,
-            force_sync,
-            initial,
-        } = event;
-        let previous = self
-            .workload_force_sync
-            .insert(key.clone(), force_sync.clone());
-        let changed = match previous {
-            Some(prev) => prev != force_sync && force_sync.is_some(),
-            // First sight: only a change we witnessed counts, not a value set long ago.
-            None => false,
-        };
-        if !changed || initial {
+        let Some(key) = self.workloads.on_event(event) else {
             return;
-        }
+        };
         info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
@@ -508,23 +503,4 @@ impl Refresher {
             }
         }
     }
-}
-
-/// Metadata-only watch of one workload kind, reduced to its force-sync annotation.
-fn workload_stream(
-    kind: WorkloadKind,
-    client: &kube::Client,
-) -> futures::stream::BoxStream<'static, WorkloadEvent> {
-    kind.watch_metadata(client)
-        .map(move |(meta, initial)| WorkloadEvent::Seen {
-            key: Owner {
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                kind: OwnerKind::Known(kind),
-                name: meta.name.clone().unwrap_or_default(),
-                uid: None,
-            },
-            force_sync: recorded::force_sync(&meta),
-            initial,
-        })
-        .boxed()
 }

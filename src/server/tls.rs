@@ -33,17 +33,93 @@ pub enum TlsError {
     ClientCa { path: PathBuf, reason: String },
 }
 
-pub struct ReloadingCert {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, [u8; 32])>,
+/// What the TLS stack uses (a signing key, a client-certificate verifier), loaded from files
+/// and re-read on a timer. A version that fails to load is ignored and the current one keeps
+/// serving; the fingerprint of the files' bytes tells whether anything changed.
+/// Reads the files once: the value and the fingerprint of the bytes it came from.
+type Loader<T> = Box<dyn Fn() -> Result<(T, [u8; 32]), TlsError> + Send + Sync>;
+
+pub struct Reloading<T> {
+    /// For log lines: what this is and which files it comes from.
+    what: &'static str,
+    files: String,
+    load: Loader<T>,
+    current: RwLock<(T, [u8; 32])>,
 }
 
-impl std::fmt::Debug for ReloadingCert {
+/// The serving certificate and key.
+pub type ReloadingCert = Reloading<Arc<CertifiedKey>>;
+
+/// `--client-ca-file`: a WebPKI client-certificate verifier over that CA bundle, re-read on
+/// the same timer as the serving certificate. No CA names are sent in the
+/// CertificateRequest: clients with one certificate (the API server's webhook kubeconfig)
+/// send it regardless.
+pub type ReloadingClientCa = Reloading<Arc<dyn ClientCertVerifier>>;
+
+impl<T> std::fmt::Debug for Reloading<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingCert")
-            .field("cert_path", &self.cert_path)
+        f.debug_struct("Reloading")
+            .field("what", &self.what)
+            .field("files", &self.files)
             .finish()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Reloading<T> {
+    fn start(
+        what: &'static str,
+        files: String,
+        load: impl Fn() -> Result<(T, [u8; 32]), TlsError> + Send + Sync + 'static,
+    ) -> Result<Arc<Self>, TlsError> {
+        let current = load()?;
+        Ok(Arc::new(Self {
+            what,
+            files,
+            load: Box::new(load),
+            current: RwLock::new(current),
+        }))
+    }
+
+    /// What is in use now.
+    fn get(&self) -> T {
+        self.current.read().expect("lock not poisoned").0.clone()
+    }
+
+    /// Re-read the files; returns true when a new version was installed.
+    pub fn reload(&self) -> bool {
+        match (self.load)() {
+            Ok((value, fingerprint)) => {
+                let mut current = self.current.write().expect("lock not poisoned");
+                if current.1 == fingerprint {
+                    return false;
+                }
+                *current = (value, fingerprint);
+                info!(what = self.what, files = %self.files, "reloaded");
+                true
+            }
+            Err(e) => {
+                warn!(what = self.what, error = %e, "the new version could not be loaded; keeping the current one");
+                false
+            }
+        }
+    }
+
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { this.reload(); }
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
     }
 }
 
@@ -88,49 +164,10 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<(Arc<CertifiedKey>, [u8; 32
 
 impl ReloadingCert {
     pub fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Arc<Self>, TlsError> {
-        let current = load(&cert_path, &key_path)?;
-        Ok(Arc::new(Self {
-            cert_path,
-            key_path,
-            current: RwLock::new(current),
-        }))
-    }
-
-    /// Re-read the files; returns true when a new pair was installed.
-    pub fn reload(&self) -> bool {
-        match load(&self.cert_path, &self.key_path) {
-            Ok((key, fingerprint)) => {
-                let mut current = self.current.write().expect("lock not poisoned");
-                if current.1 == fingerprint {
-                    return false;
-                }
-                *current = (key, fingerprint);
-                info!(cert = %self.cert_path.display(), "serving certificate reloaded");
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, "new serving certificate could not be loaded; keeping the current one");
-                false
-            }
-        }
-    }
-
-    pub fn spawn_reloader(
-        self: &Arc<Self>,
-        every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { this.reload(); }
-                    _ = shutdown.changed() => break,
-                }
-            }
-        });
+        let files = format!("{} {}", cert_path.display(), key_path.display());
+        Self::start("serving certificate", files, move || {
+            load(&cert_path, &key_path)
+        })
     }
 
     /// The listener's TLS configuration; with `client_ca`, a client certificate signed by it
@@ -156,24 +193,7 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("lock not poisoned").0.clone())
-    }
-}
-
-/// `--client-ca-file`: a WebPKI client-certificate verifier over that CA bundle, re-read on
-/// the same timer as the serving certificate (a bundle that fails to load keeps the old one).
-/// No CA names are sent in the CertificateRequest: clients with one certificate (the API
-/// server's webhook kubeconfig) send it regardless.
-pub struct ReloadingClientCa {
-    path: PathBuf,
-    current: RwLock<(Arc<dyn ClientCertVerifier>, [u8; 32])>,
-}
-
-impl std::fmt::Debug for ReloadingClientCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingClientCa")
-            .field("path", &self.path)
-            .finish()
+        Some(self.get())
     }
 }
 
@@ -203,52 +223,12 @@ fn load_client_ca(path: &Path) -> Result<(Arc<dyn ClientCertVerifier>, [u8; 32])
 
 impl ReloadingClientCa {
     pub fn load(path: PathBuf) -> Result<Arc<Self>, TlsError> {
-        let current = load_client_ca(&path)?;
-        Ok(Arc::new(Self {
-            path,
-            current: RwLock::new(current),
-        }))
-    }
-
-    /// Re-read the bundle; returns true when a new one was installed.
-    pub fn reload(&self) -> bool {
-        match load_client_ca(&self.path) {
-            Ok((verifier, fingerprint)) => {
-                let mut current = self.current.write().expect("lock not poisoned");
-                if current.1 == fingerprint {
-                    return false;
-                }
-                *current = (verifier, fingerprint);
-                info!(ca = %self.path.display(), "client CA reloaded");
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, "new client CA could not be loaded; keeping the current one");
-                false
-            }
-        }
-    }
-
-    pub fn spawn_reloader(
-        self: &Arc<Self>,
-        every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { this.reload(); }
-                    _ = shutdown.changed() => break,
-                }
-            }
-        });
+        let files = path.display().to_string();
+        Self::start("client CA", files, move || load_client_ca(&path))
     }
 
     fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.current.read().expect("lock not poisoned").0.clone()
+        self.get()
     }
 }
 

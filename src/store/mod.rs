@@ -35,7 +35,7 @@ pub enum StoreError {
     },
     #[error(
         "{reference} cannot be read: the secret-injector.io CRDs are not installed in this cluster \
-         (kubectl apply -f deploy/crds/)"
+         (kubectl apply -f deploy/base/crds/)"
     )]
     CrdMissing { reference: StoreRef },
     #[error("{reference} does not allow namespace {namespace} (spec.conditions)")]
@@ -139,26 +139,41 @@ async fn namespace_allowed(
     namespace: &str,
     conditions: &[ClusterStoreCondition],
 ) -> Result<bool, kube::Error> {
+    if let Some(decided) = conditions_allow(namespace, None, conditions) {
+        return Ok(decided);
+    }
+    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
+    let labels = ns.metadata.labels.unwrap_or_default();
+    Ok(conditions_allow(namespace, Some(&labels), conditions).unwrap_or(false))
+}
+
+/// Whether a ClusterSecretStore's `conditions` admit `namespace` (ESO semantics, see
+/// [`resolve`]). `labels` are the Namespace's; `None` when not known, and then the answer is
+/// `None` if only a selector could decide. Pure: shared with `secret-injector render`.
+pub fn conditions_allow(
+    namespace: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    conditions: &[ClusterStoreCondition],
+) -> Option<bool> {
     if conditions.is_empty() {
-        return Ok(true);
+        return Some(true);
     }
     if conditions
         .iter()
         .any(|c| c.namespaces.iter().any(|n| n == namespace))
     {
-        return Ok(true);
+        return Some(true);
     }
     let selectors: Vec<_> = conditions
         .iter()
         .filter_map(|c| c.namespace_selector.clone())
         .collect();
     if selectors.is_empty() {
-        return Ok(false);
+        return Some(false);
     }
-    let ns = Api::<Namespace>::all(client.clone()).get(namespace).await?;
-    let labels = ns.metadata.labels.unwrap_or_default();
-    Ok(selectors.into_iter().any(|s| match Selector::try_from(s) {
-        Ok(selector) => selector.matches(&labels),
+    let labels = labels?;
+    Some(selectors.into_iter().any(|s| match Selector::try_from(s) {
+        Ok(selector) => selector.matches(labels),
         // An unparsable selector admits nobody.
         Err(_) => false,
     }))

@@ -155,6 +155,11 @@ fn error_policy<K>(_obj: Arc<K>, error: &StatusError, ctx: Arc<StatusContext>) -
 }
 
 async fn run_controllers(ctx: Arc<StatusContext>) {
+    // No selector on purpose: every SecretStore and ClusterSecretStore is ours (our CRDs) and
+    // each needs its Ready condition, so a selector could only hide stores from their status.
+    // The reflector's memory is bounded by the number of store objects, which the validating
+    // webhook admits and a ResourceQuota (`count/secretstores.secret-injector.io`) can cap per
+    // namespace (docs/security.md, "Budgets").
     let namespaced = Controller::new(
         Api::<SecretStore>::all(ctx.client.clone()),
         watcher::Config::default(),

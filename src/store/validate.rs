@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::types::*;
 use super::EndpointPolicy;
-use crate::provider::config::err;
+use crate::provider::findings::err;
 use crate::provider::{FieldError, Providers, Validated};
 
 /// The one conversion from a store's provider spec to a provider configuration.

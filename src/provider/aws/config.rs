@@ -3,7 +3,7 @@
 use url::Url;
 
 use super::spec::AwsProviderSpec;
-use crate::provider::config::Findings;
+use crate::provider::findings::Findings;
 use crate::provider::policy::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -97,7 +97,7 @@ mod tests {
     use crate::provider::ProviderSpec;
     use crate::provider::Providers;
 
-    fn first_error(spec: &ProviderSpec) -> crate::provider::config::FieldError {
+    fn first_error(spec: &ProviderSpec) -> crate::provider::findings::FieldError {
         Providers::validate(spec, &open()).unwrap_err().remove(0)
     }
 

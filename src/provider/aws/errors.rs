@@ -2,22 +2,10 @@
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use super::transport::OPERATION_TIMEOUT;
+use super::transport::{OPERATION_TIMEOUT, THROTTLING_CODES};
 use crate::provider::ProviderError;
 use crate::redact::scrub;
 
-/// Error codes AWS uses for rate limiting (the SDK's standard retry retries them too).
-pub(super) const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-    "LimitExceededException",
-];
 /// Codes meaning the temporary credentials themselves were rejected: worth one fresh
 /// AssumeRoleWithWebIdentity before giving up.
 const STALE_CREDENTIAL_CODES: &[&str] = &[

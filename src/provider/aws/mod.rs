@@ -40,8 +40,7 @@ pub use read::BATCH_LIMIT;
 pub use spec::AwsProviderSpec;
 pub use sts::session_name;
 
-use super::config::ProviderSpec;
-use super::config::{Findings, ProviderConfig};
+use super::findings::Findings;
 use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
@@ -149,27 +148,12 @@ impl Backend for AwsProvider {
         }
     }
 
-    fn spec(provider: &ProviderSpec) -> Option<&AwsProviderSpec> {
-        provider.aws.as_ref()
-    }
-
     fn validate(
         spec: &AwsProviderSpec,
         endpoints: &EndpointPolicy,
         out: &mut Findings,
     ) -> Option<AwsConfig> {
         config::validate(spec, endpoints, out)
-    }
-
-    fn config(config: &ProviderConfig) -> Option<&AwsConfig> {
-        match config {
-            ProviderConfig::Aws(config) => Some(config),
-            _ => None,
-        }
-    }
-
-    fn wrap(config: AwsConfig) -> ProviderConfig {
-        ProviderConfig::Aws(config)
     }
 
     fn fetch(

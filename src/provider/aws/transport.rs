@@ -18,10 +18,22 @@ use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorC
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use tracing::subscriber::NoSubscriber;
 
-use super::errors::THROTTLING_CODES;
 use super::AwsConfig;
 use crate::metrics::Metrics;
 use crate::provider::net::{backend_client, transport_error, GuardedResolver};
+
+/// Error codes AWS uses for rate limiting (the SDK's standard retry retries them too).
+pub(super) const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "LimitExceededException",
+];
 
 /// Bounds that keep STS + Secrets Manager inside the admission deadline (8 s by default):
 /// each operation, retries included, gets at most `OPERATION_TIMEOUT`.

@@ -4,7 +4,7 @@ use base64::Engine;
 use url::Url;
 
 use super::spec::{VaultAuthSpec, VaultProviderSpec};
-use crate::provider::config::Findings;
+use crate::provider::findings::Findings;
 use crate::provider::policy::EndpointPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -34,9 +34,16 @@ pub struct VaultAuthConfig {
     /// Mount path of the auth method, without `auth/`.
     pub mount: String,
     pub role: String,
-    /// Empty: the API server's default audience.
+    /// Never empty: the store's `audiences`, else [`DEFAULT_AUDIENCE`]. A token with the API
+    /// server's default audience is never requested for Vault (another service accepting
+    /// Kubernetes tokens — the API server itself — would accept it too).
     pub audiences: Vec<String>,
 }
+
+/// The audience of the pod's token when a Vault store sets no `audiences`: what External
+/// Secrets Operator's JWT auth uses by default, and what the Vault role must expect
+/// (`audience=vault`). See docs/stores.md ("Audience").
+pub const DEFAULT_AUDIENCE: &str = "vault";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VaultConfig {
@@ -167,18 +174,33 @@ fn validate_auth(spec: &VaultAuthSpec, out: &mut Findings) -> Option<VaultAuthCo
     if role.trim().is_empty() {
         out.error(&format!("{at}.role"), "must not be empty");
     }
-    let audiences: Vec<String> = audiences.map(<[String]>::to_vec).unwrap_or_default();
+    let audiences: Vec<String> = match audiences {
+        Some([]) => {
+            // An explicit empty list would mean the API server's default audience.
+            out.error(
+                &format!("{at}.audiences"),
+                format!(
+                    "must list at least one audience (the Vault role's `audience`); omit the \
+                     field for the default [{DEFAULT_AUDIENCE}]. A token with the API server's \
+                     default audience is never sent to Vault"
+                ),
+            );
+            Vec::new()
+        }
+        Some(list) => list.to_vec(),
+        None => {
+            out.warnings.push(format!(
+                "{at}.audiences is not set: pod tokens are requested with the audience \
+                 \"{DEFAULT_AUDIENCE}\" (never the API server's default); the Vault role must \
+                 expect it (audience={DEFAULT_AUDIENCE}), or set audiences to what the role expects"
+            ));
+            vec![DEFAULT_AUDIENCE.to_string()]
+        }
+    };
     for (i, a) in audiences.iter().enumerate() {
         if a.trim().is_empty() {
             out.error(&format!("{at}.audiences[{i}]"), "must not be empty");
         }
-    }
-    if audiences.is_empty() {
-        out.warnings.push(format!(
-            "{at}.audiences is not set: pod tokens will carry the API server's default audience, \
-             which any service accepting Kubernetes tokens also accepts; set audiences (e.g. [vault]) \
-             and the same audience on the Vault role"
-        ));
     }
     if out.errors.len() > before {
         return None;
@@ -232,8 +254,9 @@ fn decode_ca_bundle(b64: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::provider::config::{FieldError, ProviderConfig};
+    use crate::provider::findings::FieldError;
     use crate::provider::vault::{ServiceAccountRef, VaultKubernetesAuth};
+    use crate::provider::ProviderConfig;
     use crate::provider::ProviderSpec;
     use crate::provider::Providers;
 
@@ -372,5 +395,47 @@ pub(super) mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("audiences is not set")));
+        let ProviderConfig::Vault(c) = v.config else {
+            panic!()
+        };
+        assert_eq!(c.auth.audiences, vec![DEFAULT_AUDIENCE.to_string()]);
+    }
+
+    #[test]
+    fn audiences_default_to_vault_and_are_never_empty() {
+        for jwt in [false, true] {
+            let mut s = vault("https://v:8200", "secret");
+            let auth = &mut s.vault.as_mut().unwrap().auth;
+            if jwt {
+                auth.kubernetes = None;
+                auth.jwt = Some(crate::provider::vault::VaultJwtAuth {
+                    path: None,
+                    role: "payments".into(),
+                    audiences: None,
+                    service_account_ref: None,
+                });
+            } else {
+                auth.kubernetes.as_mut().unwrap().audiences = None;
+            }
+            let v = Providers::validate(&s, &open()).unwrap();
+            let ProviderConfig::Vault(c) = v.config else {
+                panic!()
+            };
+            assert_eq!(c.auth.audiences, vec!["vault".to_string()]);
+
+            let auth = &mut s.vault.as_mut().unwrap().auth;
+            let (field, list) = match (&mut auth.kubernetes, &mut auth.jwt) {
+                (Some(k), _) => (
+                    "spec.provider.vault.auth.kubernetes.audiences",
+                    &mut k.audiences,
+                ),
+                (_, Some(j)) => ("spec.provider.vault.auth.jwt.audiences", &mut j.audiences),
+                _ => unreachable!(),
+            };
+            *list = Some(Vec::new());
+            let e = first_error(&s);
+            assert_eq!(e.path, field);
+            assert!(e.message.contains("at least one audience"), "{e}");
+        }
     }
 }

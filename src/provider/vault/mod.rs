@@ -20,13 +20,12 @@ use vaultrs::error::ClientError;
 /// A valid Vault store spec for tests elsewhere.
 #[cfg(test)]
 pub(crate) use config::tests::vault as test_spec;
-pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig};
+pub use config::{KvVersion, VaultAuthConfig, VaultAuthMethod, VaultConfig, DEFAULT_AUDIENCE};
 pub use spec::{
     ServiceAccountRef, VaultAuthSpec, VaultJwtAuth, VaultKubernetesAuth, VaultProviderSpec,
 };
 
-use super::config::ProviderSpec;
-use super::config::{Findings, ProviderConfig};
+use super::findings::Findings;
 use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
@@ -126,27 +125,12 @@ impl Backend for VaultProvider {
         }
     }
 
-    fn spec(provider: &ProviderSpec) -> Option<&VaultProviderSpec> {
-        provider.vault.as_ref()
-    }
-
     fn validate(
         spec: &VaultProviderSpec,
         endpoints: &EndpointPolicy,
         out: &mut Findings,
     ) -> Option<VaultConfig> {
         config::validate(spec, endpoints, out)
-    }
-
-    fn config(config: &ProviderConfig) -> Option<&VaultConfig> {
-        match config {
-            ProviderConfig::Vault(config) => Some(config),
-            _ => None,
-        }
-    }
-
-    fn wrap(config: VaultConfig) -> ProviderConfig {
-        ProviderConfig::Vault(config)
     }
 
     fn fetch(

@@ -36,7 +36,8 @@ pub struct VaultKubernetesAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<String>,
     pub role: String,
-    /// Audiences for the pod's ServiceAccount token. None: the API server's default audience.
+    /// Audiences for the pod's ServiceAccount token (the Vault role's `audience`). Default
+    /// `[vault]`; never the API server's default audience, so an empty list is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audiences: Option<Vec<String>>,
     /// Accepted for External Secrets Operator compatibility and ignored: the pod's own
@@ -51,6 +52,8 @@ pub struct VaultJwtAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub role: String,
+    /// Audiences for the pod's ServiceAccount token (the role's `bound_audiences`). Default
+    /// `[vault]`; never the API server's default audience, so an empty list is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audiences: Option<Vec<String>>,
     /// Accepted for External Secrets Operator compatibility and ignored.

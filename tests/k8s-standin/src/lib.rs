@@ -25,6 +25,7 @@
 //! * `object`: JSON metadata helpers, time, uids
 //! * `router`: paths, queries, counting, discovery; `handlers`: the non-watch verbs
 
+mod events;
 mod handlers;
 mod instance;
 mod list;

@@ -84,12 +84,9 @@ pub(crate) fn now_unix() -> i64 {
 }
 
 pub(crate) fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+    // jiff's Timestamp displays as RFC 3339 in UTC (`2024-06-19T15:22:45Z`).
+    k8s_openapi::jiff::Timestamp::from_second(unix)
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 

@@ -346,6 +346,9 @@ pub(crate) fn validate_resource(
     old: Option<&Value>,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
+    if info.id == "events.events.k8s.io" {
+        return crate::events::validate(object, old);
+    }
     if !info.group.is_empty() {
         return errors;
     }

@@ -19,7 +19,6 @@
 //!
 //! Logins are real connections made by `psql` (it ships with the server package), so this file
 //! needs nothing but std, tokio and tempfile.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

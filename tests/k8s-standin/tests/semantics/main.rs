@@ -4,6 +4,7 @@
 
 mod cluster;
 mod crud;
+mod events;
 mod helpers;
 mod lists;
 mod tokens;

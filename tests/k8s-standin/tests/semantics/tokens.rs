@@ -50,12 +50,12 @@ async fn token_request_semantics() {
         claims["kubernetes.io"],
         json!({"namespace": "apps", "serviceaccount": {"name": "web", "uid": sa_uid}})
     );
-    let expiry = time::OffsetDateTime::parse(
-        response["status"]["expirationTimestamp"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    assert_eq!(expiry.unix_timestamp(), claims["exp"].as_i64().unwrap());
+    let expiry: k8s_openapi::jiff::Timestamp = response["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expiry.as_second(), claims["exp"].as_i64().unwrap());
 
     // Explicit audiences; expiration capped at 48h.
     let vault = token_request(

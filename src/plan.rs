@@ -1,0 +1,68 @@
+//! The pure half of admission, shared by the webhook (`admission::mutate`) and the offline
+//! check (`render`): the pod's annotations merged over its workload's → an injection spec →
+//! the pod patch. No I/O, so what `secret-injector render` prints is what `/mutate` decides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::patch::{self, PatchError, PodPatch};
+use crate::spec::{self, InjectionSpec, ParseContext, SpecError};
+
+/// Why a pod cannot be injected, before any store or backend is looked at. The `Display`
+/// text is the denial message (admission turns each variant into its own denial unchanged).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+/// What the webhook will do to the pod, computed from annotations alone.
+#[derive(Debug, PartialEq)]
+pub struct Planned {
+    pub spec: InjectionSpec,
+    pub patch: PodPatch,
+}
+
+/// Names of every init container and container of the pod, init containers first.
+pub fn container_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Parse the pod's annotations, merged over the owner chain's (`workload_annotations`, already
+/// merged top-most first), and plan the patch. `Ok(None)`: nothing to inject.
+pub fn plan(
+    pod: &Pod,
+    workload_name: Option<&str>,
+    workload_annotations: &BTreeMap<String, String>,
+    min_refresh_interval: Duration,
+) -> Result<Option<Planned>, PlanError> {
+    let mut annotations = spec::config_annotations(workload_annotations);
+    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
+    let container_names = container_names(pod);
+    let Some(spec) = spec::parse(
+        &annotations,
+        &ParseContext {
+            workload_name,
+            container_names: &container_names,
+            min_refresh_interval,
+        },
+    )?
+    else {
+        return Ok(None);
+    };
+    let patch = patch::plan(pod, &spec)?;
+    Ok(Some(Planned { spec, patch }))
+}
