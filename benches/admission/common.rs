@@ -300,8 +300,16 @@ pub async fn bare_server(cert_dir: &Path) -> (String, tokio::sync::watch::Sender
 }
 
 /// The `secret-injector serve` binary at the production log level (info, JSON), with a
-/// certificate from its own generator.
+/// certificate from its own generator; returns once ready (the rig allows 30 s).
 pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
+    let webhook = spawn_webhook(standin, extra_args);
+    webhook.wait_ready().await;
+    webhook
+}
+
+/// As [`start_webhook`], without waiting for readiness (a large index takes longer to sync
+/// than the rig's 30 s; the caller waits with its own bound).
+pub fn spawn_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
     let generated =
         secret_injector::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
             .unwrap();
@@ -314,7 +322,7 @@ pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
     // The rig sets SECRET_INJECTOR_LOG=trace for its leak scans; the flag wins over the env.
     let mut args = vec!["--log", "info"];
     args.extend_from_slice(extra_args);
-    Webhook::start(binary, tls, standin, &args).await
+    Webhook::spawn(binary, tls, standin, &args)
 }
 
 /// The sum of every sample of `series` whose labels contain all of `labels`.

@@ -79,7 +79,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
 
     let min = format!("{}s", scale.refresh_interval.as_secs().min(10));
     let t = Instant::now();
-    let mut webhook = start_webhook(b.standin(), &["--min-refresh-interval", &min]).await;
+    let mut webhook = spawn_webhook(b.standin(), &["--min-refresh-interval", &min]);
     if !tracked(&webhook, n1, Duration::from_secs(300)).await {
         report.not_measured(
             &format!("RSS with {n1} tracked Secrets"),
@@ -205,7 +205,7 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     ));
     b.standin().reset_counts();
     let t = Instant::now();
-    let webhook = start_webhook(b.standin(), &["--min-refresh-interval", &min]).await;
+    let webhook = spawn_webhook(b.standin(), &["--min-refresh-interval", &min]);
     if !tracked(&webhook, n2, Duration::from_secs(420)).await {
         report.not_measured(
             &format!("RSS with {n2} tracked Secrets"),

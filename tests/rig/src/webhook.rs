@@ -37,6 +37,13 @@ impl Webhook {
     /// Run `binary serve` with `tls`, a test HMAC key and a kubeconfig for `standin`, plus
     /// `extra_args`; returns once `/readyz` answers.
     pub async fn start(binary: &Path, tls: Tls, standin: &StandIn, extra_args: &[&str]) -> Webhook {
+        let webhook = Self::spawn(binary, tls, standin, extra_args);
+        webhook.wait_ready().await;
+        webhook
+    }
+
+    /// As [`Webhook::start`], without waiting for readiness.
+    pub fn spawn(binary: &Path, tls: Tls, standin: &StandIn, extra_args: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tls.crt"), &tls.cert_pem).unwrap();
         std::fs::write(dir.path().join("tls.key"), &tls.key_pem).unwrap();
@@ -91,11 +98,20 @@ impl Webhook {
             log,
             ca_pem: tls.ca_pem.clone(),
         };
-        webhook.wait_ready().await;
         webhook
     }
 
-    async fn wait_ready(&self) {
+    /// `/readyz` answered 2xx (false also when the admin port is not up yet).
+    pub async fn is_ready(&self) -> bool {
+        self.client
+            .get(format!("{}/readyz", self.admin_url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Returns once `/readyz` answers 2xx; panics after 30 s.
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self
