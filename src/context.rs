@@ -19,7 +19,7 @@ use crate::index::{Index, SYSTEM_NAMESPACES};
 use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
 use crate::pipeline::issue::Issuance;
-use crate::pipeline::{self, Documents, FetchCache, FetchError};
+use crate::pipeline::{self, Documents, FetchCache, FetchError, Flights};
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
 use crate::spec::{SourceSpec, StoreRef};
@@ -87,6 +87,9 @@ struct IssueKey {
     source: String,
 }
 
+/// One cold flight: every target's namespace, name and recorded annotations.
+pub type ColdKey = Vec<(String, String, std::collections::BTreeMap<String, String>)>;
+
 pub struct Context {
     client: Client,
     config: ContextConfig,
@@ -99,6 +102,8 @@ pub struct Context {
     index: Index,
     /// Single-flight issuances for concurrent cold admissions of one workload.
     issues: Cache<IssueKey, Arc<Issuance>>,
+    /// Cold halves of admissions in flight, by their targets (see `admission::mutate`).
+    cold_flights: Flights<ColdKey>,
     /// Token buckets of cold admissions, per namespace.
     cold: ColdAdmissions,
     /// Events, queued off the admission path.
@@ -127,6 +132,7 @@ impl Context {
             fetch_cache: FetchCache::new(config.fetch_coalesce_window),
             index,
             events,
+            cold_flights: Flights::default(),
             issues: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(config.fetch_coalesce_window)
@@ -166,6 +172,11 @@ impl Context {
     /// True when `namespace` is never injected: the webhook's own or a system namespace.
     pub fn is_excluded_namespace(&self, namespace: &str) -> bool {
         namespace == self.config.own_namespace || SYSTEM_NAMESPACES.contains(&namespace)
+    }
+
+    /// Cold admissions in flight: one per workload's targets at a time.
+    pub fn cold_flights(&self) -> &Flights<ColdKey> {
+        &self.cold_flights
     }
 
     /// Take one cold admission (one that needs a backend read) from `namespace`'s bucket.

@@ -37,6 +37,36 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// The cold-path stages of an admission, the fixed label set of
+/// `secret_injector_admission_stage_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Stage {
+    /// Owner chain and SecretStore resolution.
+    Resolve,
+    /// TokenRequest for the pod's ServiceAccount and the backend login (Vault login, STS).
+    Login,
+    /// One backend read (all keys of one store for one request).
+    Read,
+    /// Creating or replacing the managed Secret.
+    Write,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Resolve => "resolve",
+            Stage::Login => "login",
+            Stage::Read => "read",
+            Stage::Write => "write",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -74,6 +104,7 @@ struct Inner {
     managed_secrets: prometheus_client::metrics::gauge::Gauge,
     admissions: Family<AdmissionLabels, Counter>,
     admission_seconds: Family<WebhookLabels, Histogram>,
+    stage_seconds: Family<StageLabels, Histogram>,
     backend_calls: Family<BackendLabels, Counter>,
     secret_writes: Family<WriteLabels, Counter>,
     deadline_exceeded: Counter,
@@ -114,6 +145,21 @@ impl Metrics {
             "admission_duration_seconds",
             "Time to answer an AdmissionReview, from parsed body to serialised response",
             admission_seconds.clone(),
+        );
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        registry.register_with_unit(
+            "admission_stage",
+            "Latency of the cold-path stages, by stage: resolve (owner chain and stores, per \
+             admission that needs them), login (TokenRequest + backend login, per login made), \
+             read (one backend read, per read made, refresher included), write (managed Secret \
+             create or replace at admission)",
+            prometheus_client::registry::Unit::Seconds,
+            stage_seconds.clone(),
         );
         let backend_calls = Family::<BackendLabels, Counter>::default();
         registry.register(
@@ -228,6 +274,7 @@ impl Metrics {
             managed_secrets,
             admissions,
             admission_seconds,
+            stage_seconds,
             backend_calls,
             secret_writes,
             deadline_exceeded,
@@ -243,6 +290,24 @@ impl Metrics {
             .admission_seconds
             .get_or_create(&WebhookLabels { webhook })
             .observe(seconds);
+    }
+
+    /// One cold-path stage took `seconds`.
+    pub fn stage(&self, stage: Stage, seconds: f64) {
+        self.0
+            .stage_seconds
+            .get_or_create(&StageLabels {
+                stage: stage.label(),
+            })
+            .observe(seconds);
+    }
+
+    /// Run `work`, recording how long it took as `stage`.
+    pub async fn timed<T>(&self, stage: Stage, work: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = work.await;
+        self.stage(stage, started.elapsed().as_secs_f64());
+        out
     }
 
     pub fn backend_call(

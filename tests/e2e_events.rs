@@ -196,7 +196,7 @@ async fn a_burst_of_denials_costs_a_bounded_number_of_event_writes() {
     let writes = standin.writes("events.events.k8s.io");
     // One create, then at most one count patch per aggregation interval (2 s) while the burst
     // and the final flush last: bounded by time, never by the number of denials.
-    let intervals = (started.elapsed().as_secs_f64() / 2.0).ceil() as usize;
+    let intervals = (started.elapsed().as_secs_f64() / 2.0).ceil() as u64;
     assert!(
         writes >= 2 && writes <= 2 + intervals && writes <= 12,
         "100 denials cost {writes} Event writes over {intervals} intervals: {:?}",

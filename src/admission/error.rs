@@ -56,6 +56,10 @@ pub enum InjectError {
         deadline: Duration,
         stage: &'static str,
     },
+    /// The failure of a concurrent admission of the same workload whose cold flight this one
+    /// waited for (see `pipeline::Flights`).
+    #[error(transparent)]
+    Shared(std::sync::Arc<InjectError>),
 }
 
 /// Plan errors keep their own variants (and so their kind) in a denial.
@@ -90,6 +94,7 @@ impl InjectError {
             InjectError::Fetch(_) => "value",
             InjectError::NamespaceBusy(_) => "rate_limited",
             InjectError::Deadline { .. } => "deadline",
+            InjectError::Shared(e) => e.kind(),
         }
     }
 }

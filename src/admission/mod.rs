@@ -10,7 +10,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::DynamicObject;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::context::Context;
 
@@ -39,8 +39,9 @@ pub async fn review_pod(
     let started = Instant::now();
     let (request, pod) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Ok(req) => {
-                let pod = req.object.clone();
+            Ok(mut req) => {
+                // Moved out, not cloned: the pod is most of the review.
+                let pod = req.object.take();
                 (generic_request(&req), pod)
             }
             Err(_) => {
@@ -131,7 +132,9 @@ async fn answer(
             if !m.patch.warnings.is_empty() {
                 response.warnings = Some(m.patch.warnings.clone());
             }
-            info!(
+            // Debug, not info: one JSON line per admission costs more than the rest of a warm
+            // answer (see README, Logging). Denials stay at warn.
+            debug!(
                 secrets = %m.secrets.join(","),
                 operations = m.patch.ops.len(),
                 warnings = %m.patch.warnings.join("; "),

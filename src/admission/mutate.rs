@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -14,6 +16,7 @@ use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::k8s::Owner;
 use crate::managed::{self, Existing, Fence, Recorded, Target};
+use crate::metrics::Stage as MetricStage;
 use crate::patch::PodPatch;
 use crate::pipeline;
 use crate::plan;
@@ -85,6 +88,7 @@ async fn run(
     dry_run: bool,
     stage: &AtomicU8,
 ) -> Result<Option<Mutation>, InjectError> {
+    let started = Instant::now();
     let set_stage = |s: Stage| stage.store(s as u8, Ordering::Relaxed);
     // Trust checks first: nothing below (TokenRequest, backend call, Secret write) happens for
     // a review whose claims the API server's own objects do not back.
@@ -137,8 +141,10 @@ async fn run(
             .unwrap_or_else(|| "default".to_string()),
     };
 
+    ctx.metrics()
+        .stage(MetricStage::Resolve, started.elapsed().as_secs_f64());
+
     set_stage(Stage::ManagedSecret);
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     let targets: Vec<Target> = spec
         .items
         .iter()
@@ -155,20 +161,27 @@ async fn run(
             },
         })
         .collect();
-    let mut existing = Vec::with_capacity(targets.len());
-    for target in &targets {
-        existing.push(match current_in_index(ctx, target) {
-            Some(current) => current,
-            None => managed::inspect(&secrets_api, target).await?,
-        });
-    }
-
     for item in &spec.items {
         plan::check_issued_store(item, stores[&item.store].config.provider_name())?;
     }
+    // Warm: every managed Secret is in the watch-fed index, ours and current ⇒ no network call.
+    let indexed: Vec<Option<Existing>> = targets.iter().map(|t| current_in_index(ctx, t)).collect();
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
+    if indexed.iter().all(Option::is_some) {
+        return Ok(Some(Mutation {
+            patch,
+            secrets,
+            owner: workload.owner,
+        }));
+    }
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
+        for (target, indexed) in targets.iter().zip(&indexed) {
+            if indexed.is_none() {
+                managed::inspect(&secrets_api, target).await?;
+            }
+        }
         return Ok(Some(Mutation {
             patch,
             secrets,
@@ -176,126 +189,199 @@ async fn run(
         }));
     }
 
-    set_stage(Stage::Fetch);
-    let to_fetch: Vec<usize> = existing
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !e.is_current())
-        .map(|(i, _)| i)
-        .collect();
-    // A cold admission reads the backend: it spends one of the namespace's budget (warm ones
-    // are free), before any TokenRequest or backend connection.
-    if !to_fetch.is_empty() {
-        ctx.admit_cold(namespace).await.inspect_err(|_| {
-            ctx.metrics().cold_admission_limited();
-        })?;
-    }
-    // One read per store for all items that need it, so an AWS store batches every key of
-    // the workload into BatchGetSecretValue.
-    let sources: BTreeMap<usize, _> = to_fetch
-        .iter()
-        .filter(|&&i| !targets[i].record.source.is_issued())
-        .map(|&i| (i, &targets[i].record.source))
-        .collect();
-    let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
-        BTreeMap::new();
-    for (&i, source) in &sources {
-        keys_by_store
-            .entry(&spec.items[i].store)
-            .or_default()
-            .extend(pipeline::keys_of(source));
-    }
-    // Issued sources (dynamic secrets, certificates): one issuance per managed Secret,
-    // shared by the concurrent cold admissions of the same workload.
-    let issuing = to_fetch
-        .iter()
-        .filter(|&&i| targets[i].record.source.is_issued());
-    let (documents, issued) = futures::try_join!(
-        try_join_all(keys_by_store.iter().map(|(store, keys)| async {
-            ctx.fetch_coalesced(&identity, &stores[*store], keys)
-                .await
-                .map(|docs| (*store, docs))
-        })),
-        try_join_all(issuing.map(|&i| {
-            let (targets, identity, stores, items) = (&targets, &identity, &stores, &spec.items);
-            async move {
-                let target = &targets[i];
-                ctx.issue_coalesced(
-                    identity,
-                    &stores[&items[i].store],
-                    &target.name,
-                    &target.record.source,
-                )
-                .await
-                .map(|issuance| (i, issuance))
-            }
-        })),
-    )?;
-    let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> = documents.into_iter().collect();
-    let issued: BTreeMap<usize, _> = issued.into_iter().collect();
-    let mut fetched: BTreeMap<usize, _> = BTreeMap::new();
-    for (&i, source) in &sources {
-        let item = &spec.items[i];
-        let data = pipeline::assemble(
-            &stores[&item.store],
-            source,
-            &item.origin,
-            &documents[&item.store],
-        )?;
-        fetched.insert(i, data);
-    }
-
-    set_stage(Stage::Write);
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
-    for &i in &to_fetch {
-        let current = existing[i].take().expect("each item written once");
-        let mut target = targets[i].clone();
-        let data = match issued.get(&i) {
-            Some(issuance) => {
-                let mut lease = issuance.lease.clone();
-                if lease.holder == managed::recorded::LeaseHolder::LoginToken {
-                    patch.warnings.push(format!(
-                        "Secret {}: Vault refused auth/token/create-orphan, so the credentials \
-                         end with the login token (at {}) and are re-issued before that, with a \
-                         rollout each time; grant update on auth/token/create-orphan to the \
-                         role's policy (see docs/dynamic-secrets.md)",
-                        target.name,
-                        k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second())
-                            .unwrap_or(lease.expires())
-                    ));
-                }
-                lease.retiring = retiring_after(
-                    &current,
-                    &target,
-                    &lease.id,
-                    now,
-                    ctx.config().lease_revoke_grace,
-                );
-                target.record.lease = Some(lease);
-                &issuance.data
-            }
-            None => &fetched[&i],
-        };
-        let outcome = managed::write(
-            &secrets_api,
-            &target,
-            data,
-            ctx.digest_key(),
-            Fence::Observed(current),
-            ctx.metrics(),
-        )
-        .await?;
-        if outcome == managed::WriteOutcome::Superseded {
-            // Another replica's issuance won the race: give our unused lease back.
-            give_back(ctx, &identity, &stores[&spec.items[i].store], &target);
-        }
-    }
+    // Cold: concurrent admissions of the same workload (same targets, same identity) share one
+    // flight — one GET, one read, one write — instead of racing to create the same Secret.
+    // Advice from this admission's own issuance (the flight's waiters share its result, not
+    // its warnings).
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let cold = Cold {
+        ctx,
+        spec: &spec,
+        stores: &stores,
+        identity: &identity,
+        targets: &targets,
+        secrets_api: &secrets_api,
+        set_stage: &set_stage,
+        warnings: &warnings,
+    };
+    ctx.cold_flights()
+        .run(flight_key(&targets), cold.ensure(indexed))
+        .await
+        .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(InjectError::Shared))?;
+    patch
+        .warnings
+        .extend(warnings.into_inner().unwrap_or_default());
     Ok(Some(Mutation {
         patch,
         secrets,
         owner: workload.owner,
     }))
+}
+
+/// What identifies one cold flight: every target with its full record (source, identity,
+/// interval, owner, rollout).
+fn flight_key(targets: &[Target]) -> crate::context::ColdKey {
+    targets
+        .iter()
+        .map(|t| (t.namespace.clone(), t.name.clone(), t.record.annotations()))
+        .collect()
+}
+
+/// The cold half of one admission: look at the Secrets the index did not answer for, read what
+/// is stale (one read per store), write.
+struct Cold<'a, F: Fn(Stage)> {
+    ctx: &'a Context,
+    spec: &'a spec::InjectionSpec,
+    stores: &'a BTreeMap<spec::StoreRef, ResolvedStore>,
+    identity: &'a PodIdentity,
+    targets: &'a [Target],
+    secrets_api: &'a Api<Secret>,
+    set_stage: &'a F,
+    warnings: &'a std::sync::Mutex<Vec<String>>,
+}
+
+impl<F: Fn(Stage)> Cold<'_, F> {
+    async fn ensure(self, indexed: Vec<Option<Existing>>) -> Result<(), InjectError> {
+        let Cold {
+            ctx,
+            spec,
+            stores,
+            identity,
+            targets,
+            secrets_api,
+            set_stage,
+            warnings,
+        } = self;
+        let mut existing = Vec::with_capacity(targets.len());
+        for (target, indexed) in targets.iter().zip(indexed) {
+            existing.push(match indexed {
+                Some(current) => current,
+                None => managed::inspect(secrets_api, target).await?,
+            });
+        }
+
+        set_stage(Stage::Fetch);
+        let to_fetch: Vec<usize> = existing
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_current())
+            .map(|(i, _)| i)
+            .collect();
+        // A cold admission reads the backend: it spends one of the namespace's budget (warm ones
+        // are free), before any TokenRequest or backend connection. Inside the flight, so the
+        // concurrent pods of one new workload spend one, as its later pods would be warm.
+        if !to_fetch.is_empty() {
+            ctx.admit_cold(&targets[0].namespace)
+                .await
+                .inspect_err(|_| {
+                    ctx.metrics().cold_admission_limited();
+                })?;
+        }
+        // One read per store for all items that need it, so an AWS store batches every key of
+        // the workload into BatchGetSecretValue.
+        let sources: BTreeMap<usize, _> = to_fetch
+            .iter()
+            .filter(|&&i| !targets[i].record.source.is_issued())
+            .map(|&i| (i, &targets[i].record.source))
+            .collect();
+        let mut keys_by_store: BTreeMap<&spec::StoreRef, std::collections::BTreeSet<_>> =
+            BTreeMap::new();
+        for (&i, source) in &sources {
+            keys_by_store
+                .entry(&spec.items[i].store)
+                .or_default()
+                .extend(pipeline::keys_of(source));
+        }
+        // Issued sources (dynamic secrets, certificates): one issuance per managed Secret,
+        // shared by the concurrent cold admissions of the same workload.
+        let issuing = to_fetch
+            .iter()
+            .filter(|&&i| targets[i].record.source.is_issued());
+        let (documents, issued) = futures::try_join!(
+            try_join_all(keys_by_store.iter().map(|(store, keys)| async {
+                ctx.fetch_coalesced(identity, &stores[*store], keys)
+                    .await
+                    .map(|docs| (*store, docs))
+            })),
+            try_join_all(issuing.map(|&i| {
+                let items = &spec.items;
+                async move {
+                    let target = &targets[i];
+                    ctx.issue_coalesced(
+                        identity,
+                        &stores[&items[i].store],
+                        &target.name,
+                        &target.record.source,
+                    )
+                    .await
+                    .map(|issuance| (i, issuance))
+                }
+            })),
+        )?;
+        let documents: BTreeMap<&spec::StoreRef, pipeline::Documents> =
+            documents.into_iter().collect();
+        let issued: BTreeMap<usize, _> = issued.into_iter().collect();
+        let mut fetched: BTreeMap<usize, _> = BTreeMap::new();
+        for (&i, source) in &sources {
+            let item = &spec.items[i];
+            let data = pipeline::assemble(
+                &stores[&item.store],
+                source,
+                &item.origin,
+                &documents[&item.store],
+            )?;
+            fetched.insert(i, data);
+        }
+
+        set_stage(Stage::Write);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let mut existing: Vec<Option<Existing>> = existing.into_iter().map(Some).collect();
+        for &i in &to_fetch {
+            let current = existing[i].take().expect("each item written once");
+            let mut target = targets[i].clone();
+            let data = match issued.get(&i) {
+                Some(issuance) => {
+                    let mut lease = issuance.lease.clone();
+                    if lease.holder == managed::recorded::LeaseHolder::LoginToken {
+                        warnings.lock().expect("not poisoned").push(format!(
+                            "Secret {}: Vault refused auth/token/create-orphan, so the \
+                             credentials end with the login token (at {}) and are re-issued \
+                             before that, with a rollout each time; grant update on \
+                             auth/token/create-orphan to the role's policy (see \
+                             docs/dynamic-secrets.md)",
+                            target.name,
+                            k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second())
+                                .unwrap_or(lease.expires())
+                        ));
+                    }
+                    lease.retiring = retiring_after(
+                        &current,
+                        &target,
+                        &lease.id,
+                        now,
+                        ctx.config().lease_revoke_grace,
+                    );
+                    target.record.lease = Some(lease);
+                    &issuance.data
+                }
+                None => &fetched[&i],
+            };
+            let write = managed::write(
+                secrets_api,
+                &target,
+                data,
+                ctx.digest_key(),
+                Fence::Observed(current),
+                ctx.metrics(),
+            );
+            let outcome = ctx.metrics().timed(MetricStage::Write, write).await?;
+            if outcome == managed::WriteOutcome::Superseded {
+                // Another replica's issuance won the race: give our unused lease back.
+                give_back(ctx, identity, &stores[&spec.items[i].store], &target);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The leases to retire when `current` is replaced by a new issuance: its own lease (unless it

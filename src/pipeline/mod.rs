@@ -5,9 +5,11 @@
 
 pub mod cache;
 pub mod fetch;
+pub mod flight;
 pub mod issue;
 
 pub use cache::FetchCache;
 pub use fetch::{
     assemble, fetch_documents, fetch_source, keys_of, Documents, FetchError, ReadFailure,
 };
+pub use flight::Flights;

@@ -3,6 +3,8 @@
 //! serving certificate from the webhook's own generator. Everything else is in the
 //! `k8s-standin` and `test-rig` crates under tests/.
 
+pub mod vault_proxy;
+
 use std::path::Path;
 
 use k8s_standin::StandIn;

@@ -44,7 +44,7 @@ use super::findings::Findings;
 use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// The audience IRSA tokens carry; the role's trust policy conditions on it.
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
@@ -110,9 +110,9 @@ impl AwsProvider {
                 .session(identity, config, &role)
                 .await
                 .map_err(|error| KeyedError { key: None, error })?;
-            let result = read::read_all(&session.client, keys)
-                .with_subscriber(NoSubscriber::default())
-                .await;
+            let read =
+                read::read_all(&session.client, keys).with_subscriber(NoSubscriber::default());
+            let result = self.metrics.timed(Stage::Read, read).await;
             match result {
                 Ok(values) => return Ok(values),
                 // Credentials rejected as such (expired, revoked session): assume the role

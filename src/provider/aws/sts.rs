@@ -13,6 +13,7 @@ use super::errors::classify_sdk_error;
 use super::transport::{secrets_manager_client, sts_client};
 use super::{AwsConfig, AwsProvider, STS_AUDIENCE};
 use crate::identity::PodIdentity;
+use crate::metrics::Stage;
 use crate::provider::ProviderError;
 
 /// Requested session length: one hour is allowed by every role (MaxSessionDuration ≥ 1 h).
@@ -50,7 +51,8 @@ impl AwsProvider {
         crate::provider::single_flight(
             &self.sessions,
             key,
-            self.assume_role(identity, config, role),
+            self.metrics
+                .timed(Stage::Login, self.assume_role(identity, config, role)),
         )
         .await
     }

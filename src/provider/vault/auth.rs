@@ -9,6 +9,7 @@ use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 
 use super::{classify, VaultAuthMethod, VaultConfig, VaultProvider};
 use crate::identity::PodIdentity;
+use crate::metrics::Stage;
 use crate::provider::ProviderError;
 
 /// Never keep a Vault token longer than this, whatever its lease says.
@@ -63,7 +64,10 @@ impl VaultProvider {
         config: &VaultConfig,
     ) -> Result<(Arc<Session>, bool), ProviderError> {
         let key = session_key(identity, config);
-        crate::provider::single_flight(&self.sessions, key, self.login(identity, config)).await
+        let login = self
+            .metrics
+            .timed(Stage::Login, self.login(identity, config));
+        crate::provider::single_flight(&self.sessions, key, login).await
     }
 
     async fn login(

@@ -30,7 +30,7 @@ use super::findings::Findings;
 use super::policy::EndpointPolicy;
 use super::{Backend, KeyedError, ProviderError, RemoteKey, RemoteSecret};
 use crate::identity::{PodIdentity, TokenIssuer};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::redact::scrub;
 
 /// Per-request timeout towards Vault: a login plus a read (6s) fit in the default 8s
@@ -86,7 +86,8 @@ impl VaultProvider {
                 .session(identity, config)
                 .await
                 .map_err(|error| KeyedError { key: None, error })?;
-            let results = join_all(keys.iter().map(|k| self.read(&session, config, k))).await;
+            let reads = join_all(keys.iter().map(|k| self.read(&session, config, k)));
+            let results = self.metrics.timed(Stage::Read, reads).await;
             let failure = keys
                 .iter()
                 .zip(&results)
