@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::Api;
 
-use super::refresh::Tracked;
+use super::tracked::Tracked;
 use crate::k8s::{Owner, OwnerKind, WorkloadKind};
 use crate::spec::ANN_SECRETS;
 

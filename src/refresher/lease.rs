@@ -2,6 +2,8 @@
 //! in the last part of its life, revoke the leases it replaced once their grace period is over,
 //! and revoke everything when its workload is gone. Timing policy: `pipeline::issue`.
 
+use crate::k8s::WorkloadKind;
+use k8s_openapi::jiff::SignedDuration;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -10,8 +12,8 @@ use kube::Api;
 use rand::SeedableRng;
 use tracing::{info, warn};
 
-use super::refresh::{LeaseAction, RefreshError, Refreshed, Tracked};
 use super::schedule;
+use super::tracked::{LeaseAction, RefreshError, Refreshed, Tracked};
 use crate::context::Context;
 use crate::identity::PodIdentity;
 use crate::managed::recorded::{after, LeaseRecord, Retiring};
@@ -271,7 +273,7 @@ async fn revoke(
 /// Secret deleted by hand while the workload runs keeps its leases until they expire: its
 /// pods still use the credentials).
 pub(super) async fn revoke_if_orphaned(ctx: &Context, tracked: &Tracked, grace: Duration) {
-    match super::refresh::owner_gone(ctx, tracked, grace).await {
+    match owner_gone(ctx, tracked, grace).await {
         Ok(true) => {
             if let Err(e) = revoke_all(ctx, tracked).await {
                 warn!(namespace = %tracked.namespace, name = %tracked.name, error = %e, "revoking the leases of a deleted Secret failed; they expire on their own");
@@ -393,4 +395,40 @@ pub(super) fn lease_failure(
         k8s_openapi::jiff::Timestamp::from_second(lease.expires().as_second()).unwrap_or(lease.expires()),
     );
     (delay, reason, note)
+}
+
+/// Whether the workload a Secret was made for is gone (the index answers for workloads; a
+/// bare pod is looked up by name, after the grace period for pods still being created).
+pub(super) async fn owner_gone(
+    ctx: &Context,
+    tracked: &Tracked,
+    grace: Duration,
+) -> Result<bool, kube::Error> {
+    let owner = &tracked.record.owner;
+    let Some(kind) = owner.kind.known() else {
+        // Owners of kinds we do not read (custom controllers): leave them to the garbage collector.
+        return Ok(false);
+    };
+    if kind == WorkloadKind::Pod {
+        let meta = kind
+            .get_meta(ctx.client(), &tracked.namespace, &owner.name)
+            .await?;
+        let old_enough = tracked.created.is_none_or(|c| {
+            Timestamp::now().duration_since(c)
+                > SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX)
+        });
+        return Ok(meta.is_none() && old_enough);
+    }
+    ctx.index().wait_until_synced().await;
+    Ok(
+        match ctx
+            .index()
+            .owners()
+            .get(kind, &tracked.namespace, &owner.name)
+        {
+            None => true,
+            // Same name, new object: the Secret belonged to the old one.
+            Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+        },
+    )
 }

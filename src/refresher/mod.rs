@@ -12,6 +12,7 @@ pub mod lease;
 pub mod refresh;
 pub mod rollout;
 pub mod schedule;
+pub mod tracked;
 mod workloads;
 
 use std::collections::{HashMap, HashSet};
