@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
@@ -55,36 +56,58 @@ pub async fn inspect(api: &Api<Secret>, target: &Target) -> Result<Existing, Man
 
 /// Apply the ownership guard to what is at the target name.
 pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedError> {
-    let name = target.name.clone();
-    let ours = has_managed_label(&secret.metadata)
-        && secret.type_.as_deref().unwrap_or("Opaque") == target.record.source.secret_type()
-        && secret.immutable != Some(true);
+    let current = judge(
+        &secret.metadata,
+        secret.type_.as_deref(),
+        secret.immutable,
+        target,
+    )?;
+    Ok(Existing::Ours {
+        current,
+        secret: Box::new(secret),
+    })
+}
+
+/// The ownership guard on a Secret's metadata (and its `type`, `immutable`), borrowed: Ok
+/// when it is ours for this target, with whether it is current. A warm admission judges the
+/// indexed metadata in place with this.
+pub fn judge(
+    meta: &ObjectMeta,
+    type_: Option<&str>,
+    immutable: Option<bool>,
+    target: &Target,
+) -> Result<bool, ManagedError> {
+    let ours = has_managed_label(meta)
+        && type_.unwrap_or("Opaque") == target.record.source.secret_type()
+        && immutable != Some(true);
     if !ours {
-        return Err(ManagedError::Foreign { name });
+        return Err(ManagedError::Foreign {
+            name: target.name.clone(),
+        });
     }
-    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
     let owner = target.record.owner.reference();
-    recorded_as(&annotations, ANN_OWNER, &owner).map_err(|existing| ManagedError::OtherOwner {
-        name: name.clone(),
+    recorded_as(annotations, ANN_OWNER, &owner).map_err(|existing| ManagedError::OtherOwner {
+        name: target.name.clone(),
         existing_owner: existing.unwrap_or_else(|| "an unknown owner".into()),
         owner,
     })?;
     let sa = &target.record.service_account;
-    recorded_as(&annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
+    recorded_as(annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
         ManagedError::OtherServiceAccount {
-            name,
+            name: target.name.clone(),
             existing: existing.unwrap_or_else(|| "(none recorded)".into()),
             requested: sa.clone(),
         }
     })?;
     // Current means "made from the same request": the refresher keeps its values fresh, so
     // admission reuses it without a backend call however long ago it was last written.
-    let same_request = target.record.same_request(&annotations);
+    let same_request = target.record.same_request(annotations);
     // A workload deleted and recreated under the same name has a new uid: the Secret must be
     // rewritten with the new ownerReference, or the garbage collector would remove it.
     let same_owner_uid = match &target.record.owner.uid {
-        Some(uid) => secret
-            .metadata
+        Some(uid) => meta
             .owner_references
             .iter()
             .flatten()
@@ -94,17 +117,14 @@ pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedErro
     // Issued credentials are current only while they have life left: an expired (or nearly
     // expired) lease is re-issued, never handed to a new pod.
     let alive = !target.record.source.is_issued()
-        || Recorded::from_meta(&secret.metadata)
+        || Recorded::from_meta(meta)
             .ok()
             .and_then(|r| r.lease)
             .is_some_and(|l| {
                 let margin = ISSUED_MARGIN.min(l.lifetime() / 10);
                 l.expires() > super::recorded::after(Timestamp::now(), margin)
             });
-    Ok(Existing::Ours {
-        current: same_request && same_owner_uid && alive,
-        secret: Box::new(secret),
-    })
+    Ok(same_request && same_owner_uid && alive)
 }
 
 /// Ok when `annotations` record `expected` under `key`; otherwise what they record there.

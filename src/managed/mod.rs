@@ -9,7 +9,7 @@ pub mod recorded;
 pub mod write;
 
 pub use digest::DigestKey;
-pub use guard::{classify, inspect, Existing, Target};
+pub use guard::{classify, inspect, judge, Existing, Target};
 pub use index::ManagedIndex;
 pub use recorded::{Recorded, RecordedError};
 pub use write::{adopt, build, update_record, write, Fence, WriteOutcome};

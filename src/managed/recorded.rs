@@ -251,10 +251,13 @@ impl Recorded {
 
     /// True when `annotations` record the same source, interval and rollout.
     pub fn same_request(&self, annotations: &BTreeMap<String, String>) -> bool {
-        let ours = self.request_annotations();
-        [ANN_SOURCE, ANN_REFRESH_INTERVAL, ANN_ROLLOUT]
-            .iter()
-            .all(|k| annotations.get(*k) == ours.get(*k))
+        // What `request_annotations` writes under each key, cheapest first (every admission
+        // asks this of every managed Secret it names).
+        let recorded = |key: &str| annotations.get(key).map(String::as_str);
+        recorded(ANN_ROLLOUT) == Some(self.rollout.as_str())
+            && recorded(ANN_REFRESH_INTERVAL)
+                == Some(format_duration(self.refresh_interval).as_str())
+            && recorded(ANN_SOURCE) == Some(self.source_json().as_str())
     }
 
     /// Parse what [`Recorded::annotations`] wrote. `meta` is the Secret's metadata.
