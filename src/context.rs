@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use moka::future::Cache;
 use rand::SeedableRng;
@@ -20,6 +19,7 @@ use crate::managed::{DigestKey, ManagedIndex};
 use crate::metrics::Metrics;
 use crate::pipeline::issue::Issuance;
 use crate::pipeline::{self, Documents, FetchCache, FetchError, Flights};
+use crate::pod::PodView;
 use crate::provider::{Providers, RemoteKey, SecretProvider};
 use crate::redact::SecretBytes;
 use crate::spec::{SourceSpec, StoreRef};
@@ -276,7 +276,11 @@ impl Context {
 
     /// The pod's owner chain, every level verified by uid against the index (waiting up to
     /// `owner_wait` for an owner the watch has not delivered yet). No API request.
-    pub async fn owner_chain(&self, namespace: &str, pod: &Pod) -> Result<Workload, WorkloadError> {
+    pub async fn owner_chain(
+        &self,
+        namespace: &str,
+        pod: &PodView<'_>,
+    ) -> Result<Workload, WorkloadError> {
         workload::resolve(
             self.index.owners(),
             namespace,

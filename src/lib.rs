@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod patch;
 pub mod pipeline;
 pub mod plan;
+pub mod pod;
 pub mod provider;
 pub mod redact;
 pub mod refresher;

@@ -6,13 +6,14 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EnvVarSource, KeyToPath, Pod, SecretEnvSource,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, KeyToPath, SecretEnvSource, SecretKeySelector,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::pod::{ContainerView, PodView};
 use crate::spec::{InjectionSpec, SecretItem, ANN_SECRETS, ANN_STATUS};
 
 pub const STATUS_INJECTED: &str = "injected";
@@ -83,18 +84,18 @@ impl Builder {
     }
 }
 
-struct ContainerRef<'a> {
+struct ContainerRef<'a, 'p> {
     list: &'static str,
     index: usize,
-    container: &'a Container,
+    container: &'a ContainerView<'p>,
 }
 
-pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
+pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
     let pod_spec = pod.spec.as_ref().ok_or(PatchError::NoSpec)?;
     let mut b = Builder { ops: Vec::new() };
     let mut warnings = Vec::new();
 
-    let containers: Vec<ContainerRef<'_>> = pod_spec
+    let containers: Vec<ContainerRef<'_, '_>> = pod_spec
         .init_containers
         .iter()
         .flatten()
@@ -125,11 +126,7 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
         };
         let name = volume_name(&item.secret_name);
         if let Some(existing) = pod_spec.volumes.iter().flatten().find(|v| v.name == name) {
-            let same = existing
-                .secret
-                .as_ref()
-                .and_then(|s| s.secret_name.as_deref())
-                == Some(item.secret_name.as_str());
+            let same = existing.secret_name.as_deref() == Some(item.secret_name.as_str());
             if same {
                 continue;
             }
@@ -166,7 +163,7 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
             .filter(|i| {
                 i.containers
                     .as_ref()
-                    .is_none_or(|names| names.contains(&c.container.name))
+                    .is_none_or(|names| names.iter().any(|n| *n == c.container.name))
             })
             .collect();
         if items.is_empty() {
@@ -188,7 +185,7 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
         (ANN_STATUS, STATUS_INJECTED.to_string()),
         (ANN_SECRETS, names),
     ];
-    match &pod.metadata.annotations {
+    match &pod.annotations {
         None => {
             let map: serde_json::Map<String, Value> = wanted
                 .iter()
@@ -201,7 +198,7 @@ pub fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
         }
         Some(existing) => {
             for (k, v) in wanted {
-                if existing.get(k) != Some(&v) {
+                if existing.get(k).map(|e| e.as_ref()) != Some(v.as_str()) {
                     // `add` on an existing member replaces it (RFC 6902 §4.1).
                     b.ops.push(PatchOperation::Add(AddOperation {
                         path: pointer(&["metadata", "annotations", k]),
@@ -222,7 +219,7 @@ fn plan_container(
     b: &mut Builder,
     warnings: &mut Vec<String>,
     base: &[&str; 3],
-    container: &Container,
+    container: &ContainerView<'_>,
     items: &[&SecretItem],
 ) -> Result<(), PatchError> {
     let path = |leaf: &'static str| [base[0], base[1], base[2], leaf];
@@ -233,9 +230,8 @@ fn plan_container(
             let existing = container.env.iter().flatten().find(|e| e.name == *key);
             if let Some(e) = existing {
                 let ours = e
-                    .value_from
+                    .secret_key_ref
                     .as_ref()
-                    .and_then(|v| v.secret_key_ref.as_ref())
                     .is_some_and(|r| r.name == item.secret_name && r.key == *key);
                 if !ours {
                     warnings.push(format!(
@@ -263,11 +259,11 @@ fn plan_container(
 
     let mut env_from_exists = container.env_from.is_some();
     for item in items.iter().filter(|i| i.exposure.env_from) {
-        let present = container.env_from.iter().flatten().any(|e| {
-            e.secret_ref
-                .as_ref()
-                .is_some_and(|s| s.name == item.secret_name)
-        });
+        let present = container
+            .env_from
+            .iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_deref() == Some(item.secret_name.as_str()));
         if present {
             continue;
         }
@@ -297,7 +293,7 @@ fn plan_container(
         {
             return Err(PatchError::MountConflict {
                 origin: item.origin.clone(),
-                container: container.name.clone(),
+                container: container.name.to_string(),
                 path: files.mount_path.clone(),
             });
         }
@@ -316,6 +312,11 @@ fn plan_container(
 mod tests {
     use super::*;
     use crate::spec::{parse, ParseContext};
+    use k8s_openapi::api::core::v1::Pod;
+
+    fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
+        super::plan(&PodView::of(pod), spec)
+    }
     use std::collections::BTreeMap;
     use std::time::Duration;
 

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-
 use crate::patch::{self, PatchError, PodPatch};
+use crate::pod::PodView;
 use crate::spec::{self, InjectionSpec, ParseContext, SpecError};
 
 /// Why a pod cannot be injected, before any store or backend is looked at. The `Display`
@@ -28,29 +27,25 @@ pub struct Planned {
 }
 
 /// Names of every init container and container of the pod, init containers first.
-pub fn container_names(pod: &Pod) -> Vec<String> {
-    pod.spec
-        .iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
-        .map(|c| c.name.clone())
-        .collect()
+pub fn container_names(pod: &PodView<'_>) -> Vec<String> {
+    pod.all_containers().map(|c| c.name.to_string()).collect()
 }
 
 /// Parse the pod's annotations, merged over the owner chain's (`workload_annotations`, already
 /// merged top-most first), and plan the patch. `Ok(None)`: nothing to inject.
 pub fn plan(
-    pod: &Pod,
+    pod: &PodView<'_>,
     workload_name: Option<&str>,
     workload_annotations: &BTreeMap<String, String>,
     min_refresh_interval: Duration,
 ) -> Result<Option<Planned>, PlanError> {
     let mut annotations = spec::config_annotations(workload_annotations);
-    annotations.extend(pod.metadata.annotations.clone().unwrap_or_default());
+    annotations.extend(
+        pod.annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let container_names = container_names(pod);
     let Some(spec) = spec::parse(
         &annotations,

@@ -10,14 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::index::owners::{OwnerRecord, Owners};
 use crate::k8s::{Owner, OwnerKind, WorkloadKind};
 use crate::metrics::Metrics;
+use crate::pod::PodView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -66,22 +65,22 @@ const MAX_DEPTH: usize = 4;
 pub async fn resolve(
     owners: &Owners,
     namespace: &str,
-    pod: &Pod,
+    pod: &PodView<'_>,
     wait: Duration,
     metrics: &Metrics,
 ) -> Result<Workload, WorkloadError> {
-    let Some(claimed) = controller_of(&pod.metadata) else {
+    let Some(claimed) = pod.controller() else {
         return Ok(bare_pod(namespace, pod));
     };
     let Some(mut kind) = WorkloadKind::from_type(&claimed.api_version, &claimed.kind) else {
         return Err(WorkloadError::UnverifiableKind {
-            api_version: claimed.api_version,
-            kind: claimed.kind,
-            name: claimed.name,
+            api_version: claimed.api_version.to_string(),
+            kind: claimed.kind.to_string(),
+            name: claimed.name.to_string(),
         });
     };
-    let mut name = claimed.name;
-    let mut uid = claimed.uid;
+    let mut name = claimed.name.to_string();
+    let mut uid = claimed.uid.to_string();
     let mut records = Vec::new();
     let give_up = Instant::now() + wait;
     for _ in 0..MAX_DEPTH {
@@ -138,17 +137,12 @@ fn finish(top: Owner, records: &[std::sync::Arc<OwnerRecord>]) -> Workload {
 
 /// A pod without a controller: the pod itself, by its name or (not yet named) its
 /// generateName prefix, which always ends in `-` and so can never equal a real pod name.
-fn bare_pod(namespace: &str, pod: &Pod) -> Workload {
-    let name = pod
-        .metadata
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| pod.metadata.generate_name.clone())
-        .unwrap_or_default();
+fn bare_pod(namespace: &str, pod: &PodView<'_>) -> Workload {
+    let named = pod.name.as_deref().filter(|n| !n.is_empty());
+    let name = named.or(pod.generate_name.as_deref()).unwrap_or_default();
     Workload {
-        owner: Owner::bare_pod(namespace, &name),
-        name: pod.metadata.name.clone().filter(|n| !n.is_empty()),
+        owner: Owner::bare_pod(namespace, name),
+        name: named.map(str::to_string),
         annotations: BTreeMap::new(),
     }
 }
@@ -190,12 +184,4 @@ async fn verified(
         uid: uid.to_string(),
         waited_ms: started.elapsed().as_millis(),
     })
-}
-
-fn controller_of(meta: &ObjectMeta) -> Option<OwnerReference> {
-    let refs = meta.owner_references.as_ref()?;
-    refs.iter()
-        .find(|r| r.controller == Some(true))
-        .or_else(|| refs.first())
-        .cloned()
 }

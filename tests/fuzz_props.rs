@@ -507,3 +507,263 @@ fn too_many_keys_is_a_denial_naming_count_and_cap() {
     annotations.insert(spec::ANN_STORE.into(), "vault-backend".into());
     assert!(spec::parse(&annotations, &ctx).unwrap().is_some());
 }
+
+/// The fast read of `/mutate` (`admission::review`) against the typed decoder: whatever the
+/// fast read takes, the typed decoder takes too, to the same request fields and the same pod
+/// view. (What the fast read leaves alone goes to the typed decoder, so answers cannot differ.)
+fn fast_read_agrees(body: &[u8]) -> Result<bool, TestCaseError> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+    use secret_injector::admission::review::{read_fast, PodRequest};
+    use secret_injector::pod::PodView;
+
+    let Some(fast) = read_fast(body) else {
+        return Ok(false);
+    };
+    let typed = serde_json::from_slice::<AdmissionReview<Pod>>(body);
+    let Ok(typed) = typed else {
+        return Err(TestCaseError::fail(format!(
+            "the fast read took a review the typed decoder refuses ({:?}): {}",
+            typed.err(),
+            String::from_utf8_lossy(body)
+        )));
+    };
+    let req: AdmissionRequest<Pod> = typed
+        .try_into()
+        .map_err(|_| TestCaseError::fail("the fast read took a review without a request"))?;
+    prop_assert_eq!(&fast.request, &PodRequest::of(&req));
+    let typed_pod = req.object.as_ref().map(PodView::of);
+    prop_assert_eq!(fast.pod.as_ref(), typed_pod.as_ref());
+    Ok(true)
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn fast_read_takes_the_fixtures_to_the_typed_values() {
+    for name in [
+        "pod-create-rich.json",
+        "pod-create-short-form.json",
+        "pod-create-short-form-dry-run.json",
+        "pod-create-no-annotations.json",
+        "pod-create-opted-out.json",
+        "pod-create-unknown-annotation.json",
+        "pod-update-short-form.json",
+    ] {
+        assert!(
+            fast_read_agrees(&fixture_bytes(name)).unwrap(),
+            "{name} not taken by the fast read"
+        );
+    }
+    // Left to the typed decoder: no request, an oldObject, an object that is not a Pod.
+    assert!(!fast_read_agrees(&fixture_bytes("review-without-request.json")).unwrap());
+    assert!(!fast_read_agrees(&fixture_bytes("configmap-create.json")).unwrap());
+    let mut update: Value = serde_json::from_slice(&fixture_bytes("pod-create-rich.json")).unwrap();
+    update["request"]["oldObject"] = update["request"]["object"].clone();
+    assert!(!fast_read_agrees(&serde_json::to_vec(&update).unwrap()).unwrap());
+}
+
+/// Every node of `value` by its path (object keys and array indexes).
+fn paths(value: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    out.push(at.clone());
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                at.push(k.clone());
+                paths(v, at, out);
+                at.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                at.push(i.to_string());
+                paths(v, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn node_at<'v>(value: &'v mut Value, path: &[String]) -> &'v mut Value {
+    path.iter().fold(value, |v, k| match v {
+        Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+        other => &mut other[k.as_str()],
+    })
+}
+
+/// Values a perturbation puts in: every JSON type, numbers at the edges of i32/i64/f64,
+/// timestamps good and bad, strings with escapes, objects with keys of the Pod schema.
+fn odd_value() -> impl Strategy<Value = Value> {
+    let words: &'static [&'static str] = &[
+        "name",
+        "image",
+        "env",
+        "value",
+        "valueFrom",
+        "secretKeyRef",
+        "key",
+        "envFrom",
+        "secretRef",
+        "volumeMounts",
+        "mountPath",
+        "volumes",
+        "secret",
+        "secretName",
+        "containers",
+        "initContainers",
+        "annotations",
+        "labels",
+        "ownerReferences",
+        "controller",
+        "uid",
+        "kind",
+        "apiVersion",
+        "Pod",
+        "v1",
+        "containerPort",
+        "port",
+        "creationTimestamp",
+        "2024-05-01T10:00:00Z",
+        "not-a-time",
+        "fieldsV1",
+        "sizeLimit",
+        "serviceAccountName",
+        "metadata",
+        "spec",
+        "status",
+        "runAsUser",
+        "priority",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        prop_oneof![
+            Just(json!(2147483647)),
+            Just(json!(2147483648u64)),
+            Just(json!(-2147483649i64)),
+            Just(json!(9223372036854775807i64)),
+            Just(json!(18446744073709551615u64)),
+            Just(json!(1.5)),
+            Just(json!(1e300)),
+            any::<i64>().prop_map(Value::from),
+        ],
+        proptest::sample::select(words).prop_map(Value::from),
+        Just(json!("a \"quoted\" \u{e9} \\ value")),
+        text(12).prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            proptest::collection::btree_map(proptest::sample::select(words), inner, 0..4).prop_map(
+                |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            ),
+        ]
+    })
+}
+
+#[test]
+fn fast_read_never_takes_what_the_typed_decoder_refuses() {
+    let rich: Value = serde_json::from_slice(&fixture_bytes("pod-create-rich.json")).unwrap();
+    let mut all = Vec::new();
+    paths(&rich, &mut Vec::new(), &mut all);
+    let taken = std::cell::Cell::new(0u32);
+    let perturbed = (0..all.len(), odd_value(), any::<bool>());
+    runner(1024)
+        .run(&perturbed, |(at, value, insert)| {
+            let mut review = rich.clone();
+            let node = node_at(&mut review, &all[at]);
+            match (insert, node) {
+                // Add a key beside the existing ones (the Pod's own field names included).
+                (true, Value::Object(m)) => {
+                    let key = value
+                        .as_object()
+                        .and_then(|o| o.keys().next().cloned())
+                        .unwrap_or_else(|| "name".into());
+                    m.insert(key, value);
+                }
+                (_, node) => *node = value,
+            }
+            if fast_read_agrees(&serde_json::to_vec(&review).unwrap())? {
+                taken.set(taken.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Most perturbations are still Pods; the property must not hold vacuously.
+    assert!(
+        taken.get() > 200,
+        "only {} perturbed reviews taken",
+        taken.get()
+    );
+}
+
+/// Every node of the rich review replaced, in turn, by each value of a fixed table of odd
+/// ones: exhaustive over single replacements, so every field of the Pod schema that the
+/// review carries is tried with every JSON type.
+#[test]
+fn fast_read_agrees_on_every_single_odd_replacement() {
+    let rich: Value = serde_json::from_slice(&fixture_bytes("pod-create-rich.json")).unwrap();
+    let mut all = Vec::new();
+    paths(&rich, &mut Vec::new(), &mut all);
+    let odd = [
+        Value::Null,
+        json!(true),
+        json!(7),
+        json!(-2147483649i64),
+        json!(18446744073709551615u64),
+        json!(1.5),
+        json!("not-a-time"),
+        json!("2024-05-01T10:00:00Z"),
+        json!("\u{e9}\"\\"),
+        json!([]),
+        json!([null]),
+        json!({}),
+        json!({"name": null}),
+    ];
+    let mut taken = 0;
+    for at in &all {
+        for value in &odd {
+            let mut review = rich.clone();
+            *node_at(&mut review, at) = value.clone();
+            if fast_read_agrees(&serde_json::to_vec(&review).unwrap())
+                .unwrap_or_else(|e| panic!("at {at:?} = {value}: {e}"))
+            {
+                taken += 1;
+            }
+        }
+    }
+    assert!(taken > all.len(), "only {taken} replacements taken");
+}
+
+#[test]
+fn fast_read_agrees_on_arbitrary_reviews() {
+    let bodies = prop_oneof![
+        json_value(REVIEW_WORDS).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        (json_value(REVIEW_WORDS), json_value(REVIEW_WORDS)).prop_map(|(object, extra)| {
+            serde_json::to_vec(&pod_review(
+                "p",
+                &BTreeMap::new(),
+                json!({"request": {"object": object}, "x": extra}),
+            ))
+            .unwrap()
+        }),
+        (json_value(REVIEW_WORDS), json_value(REVIEW_WORDS)).prop_map(|(spec, meta)| {
+            serde_json::to_vec(&pod_review(
+                "p",
+                &BTreeMap::new(),
+                json!({"request": {"object": {"spec": spec, "metadata": meta}}}),
+            ))
+            .unwrap()
+        }),
+    ];
+    runner(512)
+        .run(&bodies, |body| fast_read_agrees(&body).map(drop))
+        .unwrap();
+}

@@ -3,16 +3,19 @@
 
 pub mod error;
 pub mod mutate;
+pub mod review;
 pub mod validate;
 
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::DynamicObject;
+use kube::core::{DynamicObject, Status, TypeMeta};
 use tracing::{debug, warn, Instrument};
 
 use crate::context::Context;
+use crate::pod::PodView;
+use review::PodRequest;
 
 /// A body that is not an AdmissionReview at all.
 #[derive(Debug, thiserror::Error)]
@@ -31,72 +34,120 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
     format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
+/// The span of one review, `admission` with its uid, namespace, pod and dry-run flag. The
+/// review runs in it at debug level, so an admission that goes well logs nothing at the default
+/// level; a denial is logged in one at info level (without a parent), so its line carries the
+/// review's fields at any level.
+macro_rules! review_span {
+    ($level:expr, $request:expr, $pod:expr) => {
+        tracing::span!(
+            parent: None,
+            $level,
+            "admission",
+            uid = %$request.uid,
+            namespace = $request.namespace.as_deref().unwrap_or(""),
+            pod = %PodName($pod),
+            dry_run = $request.dry_run,
+        )
+    };
+}
+
+/// The pod's name for the span, or its `generateName` followed by `*`.
+struct PodName<'p, 'a>(Option<&'p PodView<'a>>);
+
+impl std::fmt::Display for PodName<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pod) => f.write_str(&pod.display_name()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Handle one body sent to `/mutate`.
 pub async fn review_pod(
     ctx: &Context,
     body: &[u8],
 ) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
     let started = Instant::now();
-    let (request, pod) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
-        Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Ok(mut req) => {
-                // Moved out, not cloned: the pod is most of the review.
-                let pod = req.object.take();
-                (generic_request(&req), pod)
-            }
-            Err(_) => {
-                ctx.metrics()
-                    .admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                return Ok(
-                    AdmissionResponse::invalid("the AdmissionReview carries no request")
-                        .into_review(),
-                );
-            }
-        },
-        Err(pod_err) => {
-            // Not a pod we can decode; if the envelope parses we still answer with its uid.
-            let review: AdmissionReview<DynamicObject> =
-                serde_json::from_slice(body).map_err(|e| {
-                    ctx.metrics()
-                        .admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                    BadRequest(format!(
-                        "body is not an admission.k8s.io/v1 AdmissionReview ({})",
-                        json_error(&e)
-                    ))
-                })?;
-            let Ok(req) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) else {
-                ctx.metrics()
-                    .admission("mutate", "invalid", started.elapsed().as_secs_f64());
-                return Ok(
-                    AdmissionResponse::invalid("the AdmissionReview carries no request")
-                        .into_review(),
-                );
-            };
-            let response = AdmissionResponse::from(&req);
-            let response = if is_pod_create(&req) {
-                ctx.metrics()
-                    .admission("mutate", "denied", started.elapsed().as_secs_f64());
-                response.deny(format!(
-                    "the pod object could not be decoded ({})",
-                    json_error(&pod_err)
-                ))
-            } else {
-                ctx.metrics()
-                    .admission("mutate", "allowed", started.elapsed().as_secs_f64());
-                response
-            };
-            return Ok(response.into_review());
-        }
-    };
+    if let Some(review) = review::read_fast(body) {
+        return Ok(judge(ctx, &review.request, review.pod.as_ref(), started).await);
+    }
+    // Boxed: a typed `AdmissionRequest<Pod>` is ten kilobytes, which every review's future
+    // would otherwise carry (and copy at each layer) to serve the rare ones that need it.
+    Box::pin(review_typed(ctx, body, started)).await
+}
 
-    let span = tracing::info_span!(
-        "admission",
-        uid = %request.uid,
-        namespace = request.namespace.as_deref().unwrap_or(""),
-        pod = %pod_display_name(pod.as_ref()),
-        dry_run = request.dry_run,
-    );
-    let response = answer(ctx, &request, pod.as_ref()).instrument(span).await;
+/// The typed decoder: reviews the fast read leaves to it, with its own errors.
+async fn review_typed(
+    ctx: &Context,
+    body: &[u8],
+    started: Instant,
+) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
+    let typed = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => TryInto::<AdmissionRequest<Pod>>::try_into(review).ok(),
+        Err(pod_err) => return undecodable_pod(ctx, body, &pod_err, started),
+    };
+    let Some(req) = typed else {
+        ctx.metrics()
+            .admission("mutate", "invalid", started.elapsed().as_secs_f64());
+        return Ok(
+            AdmissionResponse::invalid("the AdmissionReview carries no request").into_review(),
+        );
+    };
+    let pod = req.object.as_ref().map(PodView::of);
+    Ok(judge(ctx, &PodRequest::of(&req), pod.as_ref(), started).await)
+}
+
+/// A body that is not an `AdmissionReview<Pod>`: if the envelope parses we still answer with
+/// its uid (a pod create is denied naming where the pod stopped decoding).
+fn undecodable_pod(
+    ctx: &Context,
+    body: &[u8],
+    pod_err: &serde_json::Error,
+    started: Instant,
+) -> Result<AdmissionReview<DynamicObject>, BadRequest> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+        ctx.metrics()
+            .admission("mutate", "invalid", started.elapsed().as_secs_f64());
+        BadRequest(format!(
+            "body is not an admission.k8s.io/v1 AdmissionReview ({})",
+            json_error(&e)
+        ))
+    })?;
+    let Ok(req) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) else {
+        ctx.metrics()
+            .admission("mutate", "invalid", started.elapsed().as_secs_f64());
+        return Ok(
+            AdmissionResponse::invalid("the AdmissionReview carries no request").into_review(),
+        );
+    };
+    let request = PodRequest::of(&req);
+    let response = allowed(&request);
+    let response = if is_pod_create(&request) {
+        ctx.metrics()
+            .admission("mutate", "denied", started.elapsed().as_secs_f64());
+        response.deny(format!(
+            "the pod object could not be decoded ({})",
+            json_error(pod_err)
+        ))
+    } else {
+        ctx.metrics()
+            .admission("mutate", "allowed", started.elapsed().as_secs_f64());
+        response
+    };
+    Ok(response.into_review())
+}
+
+/// Answer a decoded review, timed and counted.
+pub(crate) async fn judge(
+    ctx: &Context,
+    request: &PodRequest<'_>,
+    pod: Option<&PodView<'_>>,
+    started: Instant,
+) -> AdmissionReview<DynamicObject> {
+    let span = review_span!(tracing::Level::DEBUG, request, pod);
+    let response = answer(ctx, request, pod).instrument(span).await;
     let result = if !response.allowed {
         "denied"
     } else if response.patch.is_some() {
@@ -106,15 +157,15 @@ pub async fn review_pod(
     };
     ctx.metrics()
         .admission("mutate", result, started.elapsed().as_secs_f64());
-    Ok(response.into_review())
+    response.into_review()
 }
 
-async fn answer(
+pub(crate) async fn answer(
     ctx: &Context,
-    request: &AdmissionRequest<DynamicObject>,
-    pod: Option<&Pod>,
+    request: &PodRequest<'_>,
+    pod: Option<&PodView<'_>>,
 ) -> AdmissionResponse {
-    let response = AdmissionResponse::from(request);
+    let response = allowed(request);
     // Only pod CREATE is ever mutated; anything else the API server sends us is let through.
     if !is_pod_create(request) {
         return response;
@@ -153,7 +204,8 @@ async fn answer(
         }
         Err(e) => {
             let message = e.denial_message();
-            warn!(reason = e.kind(), message = %message, "pod denied");
+            review_span!(tracing::Level::INFO, request, Some(pod))
+                .in_scope(|| warn!(reason = e.kind(), message = %message, "pod denied"));
             if !request.dry_run {
                 ctx.events().denied(namespace, pod, &message);
             }
@@ -162,40 +214,46 @@ async fn answer(
     }
 }
 
-fn is_pod_create(request: &AdmissionRequest<DynamicObject>) -> bool {
-    request.kind.group.is_empty()
-        && request.kind.kind == "Pod"
+/// The answer `AdmissionResponse::from(&request)` gives (allowed, the review's types and the
+/// uid echoed), made from the fields alone. kube-core builds it only from a whole
+/// `AdmissionRequest`; `invalid` is the one other constructor, and every field it sets that
+/// differs is set here.
+fn allowed(request: &PodRequest<'_>) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.types = TypeMeta {
+        api_version: request.review_api_version.to_string(),
+        kind: request.review_kind.to_string(),
+    };
+    response.uid = request.uid.to_string();
+    response.allowed = true;
+    response.result = Status::default();
+    response
+}
+
+fn is_pod_create(request: &PodRequest<'_>) -> bool {
+    request.group.is_empty()
+        && request.kind == "Pod"
         && request.operation == Operation::Create
         && request.sub_resource.as_deref().unwrap_or("").is_empty()
 }
 
-fn pod_display_name(pod: Option<&Pod>) -> String {
-    let Some(pod) = pod else { return String::new() };
-    pod.metadata
-        .name
-        .clone()
-        .or_else(|| pod.metadata.generate_name.as_ref().map(|g| format!("{g}*")))
-        .unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The request without its typed object, for answers and the kind/operation checks.
-fn generic_request(req: &AdmissionRequest<Pod>) -> AdmissionRequest<DynamicObject> {
-    AdmissionRequest {
-        types: req.types.clone(),
-        uid: req.uid.clone(),
-        kind: req.kind.clone(),
-        resource: req.resource.clone(),
-        sub_resource: req.sub_resource.clone(),
-        request_kind: req.request_kind.clone(),
-        request_resource: req.request_resource.clone(),
-        request_sub_resource: req.request_sub_resource.clone(),
-        name: req.name.clone(),
-        namespace: req.namespace.clone(),
-        operation: req.operation.clone(),
-        user_info: req.user_info.clone(),
-        object: None,
-        old_object: None,
-        dry_run: req.dry_run,
-        options: req.options.clone(),
+    #[test]
+    fn allowed_is_kube_cores_answer_from_the_request() {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}}
+        }))
+        .unwrap();
+        let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+        assert_eq!(
+            format!("{:?}", allowed(&PodRequest::of(&req))),
+            format!("{:?}", AdmissionResponse::from(&req))
+        );
     }
 }

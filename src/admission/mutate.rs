@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::try_join_all;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use super::error::InjectError;
@@ -20,6 +20,7 @@ use crate::metrics::Stage as MetricStage;
 use crate::patch::PodPatch;
 use crate::pipeline;
 use crate::plan;
+use crate::pod::PodView;
 use crate::spec;
 use crate::store::ResolvedStore;
 
@@ -58,13 +59,12 @@ pub struct Mutation {
 
 pub async fn mutate(
     ctx: &Context,
-    pod: &Pod,
+    pod: &PodView<'_>,
     namespace: &str,
     dry_run: bool,
 ) -> Result<Option<Mutation>, InjectError> {
-    let pod_annotations = pod.metadata.annotations.clone().unwrap_or_default();
     // No annotation of ours ⇒ allowed without a single API call.
-    if !spec::wants_injection(&pod_annotations) {
+    if !spec::wants_injection(pod.annotations.iter().flatten()) {
         return Ok(None);
     }
     let stage = AtomicU8::new(Stage::Index as u8);
@@ -83,7 +83,7 @@ pub async fn mutate(
 
 async fn run(
     ctx: &Context,
-    pod: &Pod,
+    pod: &PodView<'_>,
     namespace: &str,
     dry_run: bool,
     stage: &AtomicU8,
@@ -102,8 +102,7 @@ async fn run(
     set_stage(Stage::Owner);
     let workload = ctx.owner_chain(namespace, pod).await?;
     if workload.name.is_none() {
-        let pod_annotations = pod.metadata.annotations.as_ref();
-        let has = |k: &str| pod_annotations.is_some_and(|a| a.contains_key(k));
+        let has = |k: &str| pod.annotation(k).is_some();
         if !has(spec::ANN_SECRET_NAME) && !has(spec::ANN_EXTERNAL_SECRETS) {
             return Err(InjectError::UnnamedBarePod);
         }
@@ -133,12 +132,7 @@ async fn run(
 
     let identity = PodIdentity {
         namespace: namespace.to_string(),
-        service_account: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".to_string()),
+        service_account: pod.service_account().to_string(),
     };
 
     ctx.metrics()
@@ -165,21 +159,23 @@ async fn run(
         plan::check_issued_store(item, stores[&item.store].config.provider_name())?;
     }
     // Warm: every managed Secret is in the watch-fed index, ours and current ⇒ no network call.
-    let indexed: Vec<Option<Existing>> = targets.iter().map(|t| current_in_index(ctx, t)).collect();
     let secrets = spec.items.iter().map(|i| i.secret_name.clone()).collect();
-    if indexed.iter().all(Option::is_some) {
+    if targets.iter().all(|t| current_in_index(ctx, t)) {
         return Ok(Some(Mutation {
             patch,
             secrets,
             owner: workload.owner,
         }));
     }
+    let indexed: Vec<Option<Existing>> =
+        targets.iter().map(|t| existing_in_index(ctx, t)).collect();
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client().clone(), namespace);
     if dry_run {
         // Same answer, no side effects: no TokenRequest, no backend call, no write.
         for (target, indexed) in targets.iter().zip(&indexed) {
             if indexed.is_none() {
-                managed::inspect(&secrets_api, target).await?;
+                // Boxed, as the cold flight below: an API request's state is large.
+                Box::pin(managed::inspect(&secrets_api, target)).await?;
             }
         }
         return Ok(Some(Mutation {
@@ -204,8 +200,12 @@ async fn run(
         set_stage: &set_stage,
         warnings: &warnings,
     };
-    ctx.cold_flights()
-        .run(flight_key(&targets), cold.ensure(indexed))
+    // Boxed: the cold half's state (a cache flight, backend reads, writes) is large, and every
+    // admission's future would otherwise carry its size, copied at each layer it passes.
+    let flight = ctx
+        .cold_flights()
+        .run(flight_key(&targets), cold.ensure(indexed));
+    Box::pin(flight)
         .await
         .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(InjectError::Shared))?;
     patch
@@ -433,10 +433,19 @@ fn give_back(ctx: &Context, identity: &PodIdentity, store: &ResolvedStore, targe
     });
 }
 
-/// A warm answer from the watch-fed index: `Some` only when the indexed Secret is ours and
-/// current for this target. Anything else (absent, foreign, stale) falls back to a GET, which
-/// is authoritative.
-fn current_in_index(ctx: &Context, target: &Target) -> Option<Existing> {
+/// A warm answer from the watch-fed index: true only when the indexed Secret is ours and
+/// current for this target, judged on the indexed metadata in place.
+fn current_in_index(ctx: &Context, target: &Target) -> bool {
+    ctx.managed_index()
+        .get(&target.namespace, &target.name)
+        .is_some_and(|indexed| {
+            managed::judge(&indexed.metadata, None, None, target).is_ok_and(|current| current)
+        })
+}
+
+/// What the index holds at the target, for the cold half: `Some` only when ours and current.
+/// Anything else (absent, foreign, stale) falls back to a GET, which is authoritative.
+fn existing_in_index(ctx: &Context, target: &Target) -> Option<Existing> {
     let indexed = ctx.managed_index().get(&target.namespace, &target.name)?;
     let secret = Secret {
         metadata: indexed.metadata.clone(),

@@ -235,7 +235,7 @@ impl Detector {
         self.pending.insert(
             uid,
             Candidate {
-                pod: PodRef::of(&namespace, &pod),
+                pod: PodRef::of(&namespace, &crate::pod::PodView::of(&pod)),
                 revision,
                 sets_inject,
             },
@@ -327,7 +327,7 @@ impl Detector {
         let workload = crate::workload::resolve(
             &self.index_owners,
             &pod.namespace,
-            &meta_only,
+            &crate::pod::PodView::of(&meta_only),
             Duration::ZERO,
             &self.metrics,
         )

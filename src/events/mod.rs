@@ -16,7 +16,7 @@ mod worker;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ pub use aggregate::{Limits, Severity};
 
 use crate::k8s::{Owner, WorkloadKind};
 use crate::metrics::Metrics;
+use crate::pod::{OwnerRefView, PodView};
 
 /// A pod was patched (Normal), on its workload.
 pub const REASON_INJECTED: &str = "Injected";
@@ -84,23 +85,22 @@ pub struct PodRef {
 }
 
 impl PodRef {
-    pub fn of(namespace: &str, pod: &Pod) -> PodRef {
-        let meta = &pod.metadata;
-        let refs = meta.owner_references.as_deref().unwrap_or_default();
+    pub fn of(namespace: &str, pod: &PodView<'_>) -> PodRef {
         PodRef {
             namespace: namespace.to_string(),
-            name: meta
+            name: pod
                 .name
-                .clone()
+                .as_deref()
                 .filter(|n| !n.is_empty())
-                .or_else(|| meta.generate_name.clone())
-                .unwrap_or_default(),
-            uid: meta.uid.clone().filter(|u| !u.is_empty()),
-            controller: refs
-                .iter()
-                .find(|r| r.controller == Some(true))
-                .or_else(|| refs.first())
-                .cloned(),
+                .or(pod.generate_name.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+            uid: pod
+                .uid
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            controller: pod.controller().map(OwnerRefView::to_owned_ref),
         }
     }
 
@@ -171,7 +171,7 @@ impl Publisher {
     }
 
     /// `Injected` on the pod's workload (a bare pod: the pod, by name or generateName).
-    pub fn injected(&self, namespace: &str, pod: &Pod, owner: &Owner, secrets: &[String]) {
+    pub fn injected(&self, namespace: &str, pod: &PodView<'_>, owner: &Owner, secrets: &[String]) {
         if !self.admission {
             return;
         }
@@ -189,7 +189,7 @@ impl Publisher {
     }
 
     /// `InjectionDenied` with the denial message, on the pod's workload.
-    pub fn denied(&self, namespace: &str, pod: &Pod, message: &str) {
+    pub fn denied(&self, namespace: &str, pod: &PodView<'_>, message: &str) {
         if !self.admission {
             return;
         }
@@ -238,7 +238,7 @@ mod tests {
             admission: true,
             metrics: metrics.clone(),
         };
-        let pod = Pod::default();
+        let pod = PodView::default();
         for _ in 0..3 {
             publisher.denied("ns", &pod, "denied");
         }
@@ -262,12 +262,12 @@ mod tests {
 
     #[test]
     fn a_pod_without_a_name_is_referenced_by_generate_name() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"generateName": "web-", "ownerReferences": [
                 {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]}
         }))
         .unwrap();
-        let r = PodRef::of("ns", &pod);
+        let r = PodRef::of("ns", &PodView::of(&pod));
         assert_eq!(r.name, "web-");
         assert_eq!(r.controller.as_ref().unwrap().name, "web-1");
         assert!(r.reference().uid.is_none());

@@ -214,7 +214,7 @@ impl Resolver {
         let owner = match crate::workload::resolve(
             &self.owners,
             &pod.namespace,
-            &meta_only,
+            &crate::pod::PodView::of(&meta_only),
             std::time::Duration::ZERO,
             &self.metrics,
         )

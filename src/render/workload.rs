@@ -13,6 +13,7 @@ use super::report::{FilesReport, InjectReport, Outcome, SecretReport, StoreCheck
 use super::stores::Catalog;
 use super::Options;
 use crate::plan;
+use crate::pod::PodView;
 use crate::spec::{self, SecretItem, StoreRef};
 
 const OPT_IN_LABEL: &str = "secret-injector.io/inject";
@@ -233,7 +234,7 @@ pub(super) fn check_workload(
         return report;
     }
     let planned = match plan::plan(
-        &w.pod,
+        &PodView::of(&w.pod),
         w.workload_name.as_deref(),
         &w.chain_annotations,
         options.min_refresh_interval,

@@ -39,20 +39,35 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> SpecError {
 pub fn config_annotations(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     annotations
         .iter()
-        .filter(|(k, _)| k.starts_with(PREFIX) && !OUTPUT_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| is_config_key(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
+/// Ours, and not one of the annotations the webhook writes itself.
+fn is_config_key(key: &str) -> bool {
+    key.starts_with(PREFIX) && !OUTPUT_KEYS.contains(&key)
+}
+
 /// True when the pod asks for injection at all: it carries one of our configuration
 /// annotations and has not opted out. Decides whether any API call is made.
-pub fn wants_injection(pod_annotations: &BTreeMap<String, String>) -> bool {
-    if pod_annotations.get(ANN_INJECT).map(|v| v.trim()) == Some("false") {
-        return false;
+pub fn wants_injection<'a, K, V>(pod_annotations: impl IntoIterator<Item = (&'a K, &'a V)>) -> bool
+where
+    K: AsRef<str> + ?Sized + 'a,
+    V: AsRef<str> + ?Sized + 'a,
+{
+    let mut asks = false;
+    for (key, value) in pod_annotations {
+        let key = key.as_ref();
+        if key == ANN_INJECT {
+            if value.as_ref().trim() == "false" {
+                return false;
+            }
+        } else if is_config_key(key) {
+            asks = true;
+        }
     }
-    config_annotations(pod_annotations)
-        .keys()
-        .any(|k| k != ANN_INJECT)
+    asks
 }
 
 /// Parse the merged annotations (workload's, overlaid by the pod's) into a spec.
