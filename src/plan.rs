@@ -39,16 +39,18 @@ pub fn plan(
     workload_annotations: &BTreeMap<String, String>,
     min_refresh_interval: Duration,
 ) -> Result<Option<Planned>, PlanError> {
-    let mut annotations = spec::config_annotations(workload_annotations);
-    annotations.extend(
+    // The configuration annotations alone (the pod's may be many, and large).
+    let mut config = spec::config_annotations(workload_annotations);
+    config.extend(
         pod.annotations
             .iter()
             .flatten()
+            .filter(|(k, _)| spec::is_config_key(k))
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let container_names = container_names(pod);
-    let Some(spec) = spec::parse(
-        &annotations,
+    let Some(spec) = spec::parse_config(
+        &config,
         &ParseContext {
             workload_name,
             container_names: &container_names,

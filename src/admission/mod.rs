@@ -187,20 +187,17 @@ pub(crate) async fn answer(
             // answer (see README, Logging). Denials stay at warn.
             debug!(
                 secrets = %m.secrets.join(","),
-                operations = m.patch.ops.len(),
+                operations = m.patch.len(),
                 warnings = %m.patch.warnings.join("; "),
                 "pod injected"
             );
-            if m.patch.ops.is_empty() {
+            if m.patch.is_empty() {
                 return response;
             }
             if !request.dry_run {
                 ctx.events().injected(namespace, pod, &m.owner, &m.secrets);
             }
-            match response.clone().with_patch(json_patch::Patch(m.patch.ops)) {
-                Ok(r) => r,
-                Err(_) => response.deny("internal error: the patch could not be serialised"),
-            }
+            with_patch_bytes(response, m.patch.to_json())
         }
         Err(e) => {
             let message = e.denial_message();
@@ -228,6 +225,20 @@ fn allowed(request: &PodRequest<'_>) -> AdmissionResponse {
     response.allowed = true;
     response.result = Status::default();
     response
+}
+
+/// The response carrying `patch` (the JSON of a JSON Patch), as `with_patch` would set it.
+/// kube-core takes a patch only as `json_patch` operations, which it serialises itself; the
+/// webhook writes its patch directly, so it hands kube-core an empty one (to set the patch
+/// type, which has no setter) and puts its own bytes in its place.
+fn with_patch_bytes(response: AdmissionResponse, patch: Vec<u8>) -> AdmissionResponse {
+    match response.clone().with_patch(json_patch::Patch(Vec::new())) {
+        Ok(mut patched) => {
+            patched.patch = Some(patch);
+            patched
+        }
+        Err(_) => response.deny("internal error: the patch could not be serialised"),
+    }
 }
 
 fn is_pod_create(request: &PodRequest<'_>) -> bool {

@@ -305,7 +305,7 @@ pub(super) fn check_workload(
         .iter()
         .map(|item| secret_report(item, checks[&item.store]))
         .collect();
-    report.patch = planned.patch.ops;
+    report.patch = planned.patch.operations();
     report.warnings = planned.patch.warnings;
     report.notes.push(
         "not checked offline: whether a Secret of the same name already exists and is \

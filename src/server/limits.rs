@@ -428,7 +428,7 @@ mod estimate_tests {
         fn word_scan_agrees_with_the_byte_scan(
             body in proptest::collection::vec(
                 prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'}'), Just(b'a'), Just(0xffu8), any::<u8>()],
-                0..200,
+                0..400,
             )
         ) {
             prop_assert_eq!(decoded_estimate(&body), reference_estimate(&body));
@@ -447,12 +447,11 @@ mod estimate_tests {
         ] {
             assert_eq!(decoded_estimate(body), reference_estimate(body), "{body:?}");
         }
-        let review = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pod-create-short-form.json"
-        ))
-        .unwrap();
-        assert_eq!(decoded_estimate(&review), reference_estimate(&review));
+        for fixture in ["pod-create-short-form.json", "pod-create-rich.json"] {
+            let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+            let review = std::fs::read(path).unwrap();
+            assert_eq!(decoded_estimate(&review), reference_estimate(&review));
+        }
     }
 
     #[test]

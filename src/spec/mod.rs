@@ -45,7 +45,7 @@ pub fn config_annotations(annotations: &BTreeMap<String, String>) -> BTreeMap<St
 }
 
 /// Ours, and not one of the annotations the webhook writes itself.
-fn is_config_key(key: &str) -> bool {
+pub fn is_config_key(key: &str) -> bool {
     key.starts_with(PREFIX) && !OUTPUT_KEYS.contains(&key)
 }
 
@@ -76,7 +76,14 @@ pub fn parse(
     annotations: &BTreeMap<String, String>,
     ctx: &ParseContext<'_>,
 ) -> Result<Option<InjectionSpec>, SpecError> {
-    let config = config_annotations(annotations);
+    parse_config(&config_annotations(annotations), ctx)
+}
+
+/// [`parse`] of annotations already narrowed to [`config_annotations`].
+pub fn parse_config(
+    config: &BTreeMap<String, String>,
+    ctx: &ParseContext<'_>,
+) -> Result<Option<InjectionSpec>, SpecError> {
     if let Some(v) = config.get(ANN_INJECT) {
         match v.trim() {
             "false" => return Ok(None),

@@ -3,15 +3,12 @@
 //! It depends on the spec alone, never on values, and is idempotent: planning against its
 //! own output yields no operations.
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
-use k8s_openapi::api::core::v1::{
-    EnvFromSource, EnvVar, EnvVarSource, KeyToPath, SecretEnvSource, SecretKeySelector,
-    SecretVolumeSource, Volume, VolumeMount,
-};
-use serde::Serialize;
-use serde_json::Value;
+mod ops;
+
+use json_patch::PatchOperation;
 use sha2::{Digest, Sha256};
+
+use ops::{AddOp, Added, Append, Place};
 
 use crate::pod::{ContainerView, PodView};
 use crate::spec::{InjectionSpec, SecretItem, ANN_SECRETS, ANN_STATUS};
@@ -20,8 +17,39 @@ pub const STATUS_INJECTED: &str = "injected";
 
 #[derive(Debug, Default, PartialEq)]
 pub struct PodPatch {
-    pub ops: Vec<PatchOperation>,
+    adds: Vec<AddOp>,
     pub warnings: Vec<String>,
+}
+
+impl PodPatch {
+    /// Operations in the patch.
+    pub fn len(&self) -> usize {
+        self.adds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty()
+    }
+
+    /// The `json_patch` operations (`render` prints them; tests apply them).
+    pub fn operations(&self) -> Vec<PatchOperation> {
+        self.adds.iter().map(AddOp::operation).collect()
+    }
+
+    /// The patch as JSON: the bytes `serde_json` writes for `operations()`, without building
+    /// them (admission answers with this).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 192 * self.adds.len());
+        out.push(b'[');
+        for (i, add) in self.adds.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            add.write_json(&mut out);
+        }
+        out.push(b']');
+        out
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,35 +80,34 @@ pub fn volume_name(secret_name: &str) -> String {
     format!("{head}-{suffix}")
 }
 
-fn pointer(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn to_value<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("k8s types serialise")
-}
-
-/// Collects add operations, creating a missing array or map once and appending after that.
+/// Collects add operations, creating a missing list or map once and appending after that.
 struct Builder {
-    ops: Vec<PatchOperation>,
+    adds: Vec<AddOp>,
 }
 
 impl Builder {
-    /// Append `value` to the array at `path`; `exists` says whether the pod already has it
-    /// (or an earlier op created it).
-    fn append(&mut self, path: &[&str], exists: &mut bool, value: Value) {
-        if *exists {
-            let mut p = pointer(path);
-            p.push_back("-");
-            self.ops
-                .push(PatchOperation::Add(AddOperation { path: p, value }));
+    /// Append `value` to the list at `place`; `exists` says whether the pod already has it
+    /// (or an earlier operation created it).
+    fn append(&mut self, place: Place, exists: &mut bool, value: Added) {
+        let list = if *exists {
+            Append::Last
         } else {
-            self.ops.push(PatchOperation::Add(AddOperation {
-                path: pointer(path),
-                value: Value::Array(vec![value]),
-            }));
             *exists = true;
-        }
+            Append::Create
+        };
+        self.adds.push(AddOp {
+            place,
+            list: Some(list),
+            value,
+        });
+    }
+
+    fn add(&mut self, place: Place, value: Added) {
+        self.adds.push(AddOp {
+            place,
+            list: None,
+            value,
+        });
     }
 }
 
@@ -92,7 +119,7 @@ struct ContainerRef<'a, 'p> {
 
 pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
     let pod_spec = pod.spec.as_ref().ok_or(PatchError::NoSpec)?;
-    let mut b = Builder { ops: Vec::new() };
+    let mut b = Builder { adds: Vec::new() };
     let mut warnings = Vec::new();
 
     let containers: Vec<ContainerRef<'_, '_>> = pod_spec
@@ -135,25 +162,12 @@ pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchEr
                 volume: name,
             });
         }
-        let volume = Volume {
-            name,
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(item.secret_name.clone()),
-                items: files.keys.as_ref().map(|keys| {
-                    keys.iter()
-                        .map(|k| KeyToPath {
-                            key: k.clone(),
-                            path: k.clone(),
-                            mode: None,
-                        })
-                        .collect()
-                }),
-                optional: Some(false),
-                default_mode: None,
-            }),
-            ..Default::default()
+        let volume = Added::Volume {
+            volume: name,
+            secret_name: item.secret_name.clone(),
+            keys: files.keys.clone(),
         };
-        b.append(&["spec", "volumes"], &mut volumes_exist, to_value(&volume));
+        b.append(Place::Volumes, &mut volumes_exist, volume);
     }
 
     for c in &containers {
@@ -169,9 +183,7 @@ pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchEr
         if items.is_empty() {
             continue;
         }
-        let index = c.index.to_string();
-        let base = ["spec", c.list, index.as_str()];
-        plan_container(&mut b, &mut warnings, &base, c.container, &items)?;
+        plan_container(&mut b, &mut warnings, c, &items)?;
     }
 
     // Status annotations.
@@ -182,35 +194,24 @@ pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchEr
         .collect::<Vec<_>>()
         .join(",");
     let wanted = [
-        (ANN_STATUS, STATUS_INJECTED.to_string()),
         (ANN_SECRETS, names),
+        (ANN_STATUS, STATUS_INJECTED.to_string()),
     ];
     match &pod.annotations {
-        None => {
-            let map: serde_json::Map<String, Value> = wanted
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
-                .collect();
-            b.ops.push(PatchOperation::Add(AddOperation {
-                path: pointer(&["metadata", "annotations"]),
-                value: Value::Object(map),
-            }));
-        }
+        // Sorted by key, as the JSON object is written.
+        None => b.add(Place::Annotations, Added::Annotations(wanted.into())),
         Some(existing) => {
-            for (k, v) in wanted {
-                if existing.get(k).map(|e| e.as_ref()) != Some(v.as_str()) {
+            for (k, v) in [&wanted[1], &wanted[0]] {
+                if existing.get(*k).map(|e| e.as_ref()) != Some(v.as_str()) {
                     // `add` on an existing member replaces it (RFC 6902 §4.1).
-                    b.ops.push(PatchOperation::Add(AddOperation {
-                        path: pointer(&["metadata", "annotations", k]),
-                        value: Value::String(v),
-                    }));
+                    b.add(Place::Annotation(k), Added::Text(v.clone()));
                 }
             }
         }
     }
 
     Ok(PodPatch {
-        ops: b.ops,
+        adds: b.adds,
         warnings,
     })
 }
@@ -218,11 +219,15 @@ pub fn plan(pod: &PodView<'_>, spec: &InjectionSpec) -> Result<PodPatch, PatchEr
 fn plan_container(
     b: &mut Builder,
     warnings: &mut Vec<String>,
-    base: &[&str; 3],
-    container: &ContainerView<'_>,
+    c: &ContainerRef<'_, '_>,
     items: &[&SecretItem],
 ) -> Result<(), PatchError> {
-    let path = |leaf: &'static str| [base[0], base[1], base[2], leaf];
+    let container = c.container;
+    let place = |field: &'static str| Place::Container {
+        list: c.list,
+        index: c.index,
+        field,
+    };
 
     let mut env_exists = container.env.is_some();
     for item in items {
@@ -241,19 +246,11 @@ fn plan_container(
                 }
                 continue;
             }
-            let var = EnvVar {
-                name: key.clone(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: item.secret_name.clone(),
-                        key: key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
+            let var = Added::EnvVar {
+                key: key.clone(),
+                secret_name: item.secret_name.clone(),
             };
-            b.append(&path("env"), &mut env_exists, to_value(&var));
+            b.append(place("env"), &mut env_exists, var);
         }
     }
 
@@ -267,14 +264,10 @@ fn plan_container(
         if present {
             continue;
         }
-        let source = EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: item.secret_name.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
+        let source = Added::EnvFrom {
+            secret_name: item.secret_name.clone(),
         };
-        b.append(&path("envFrom"), &mut env_from_exists, to_value(&source));
+        b.append(place("envFrom"), &mut env_from_exists, source);
     }
 
     let mut mounts_exist = container.volume_mounts.is_some();
@@ -297,13 +290,11 @@ fn plan_container(
                 path: files.mount_path.clone(),
             });
         }
-        let mount = VolumeMount {
-            name: volume,
+        let mount = Added::Mount {
+            volume,
             mount_path: files.mount_path.clone(),
-            read_only: Some(true),
-            ..Default::default()
         };
-        b.append(&path("volumeMounts"), &mut mounts_exist, to_value(&mount));
+        b.append(place("volumeMounts"), &mut mounts_exist, mount);
     }
     Ok(())
 }
@@ -313,9 +304,16 @@ mod tests {
     use super::*;
     use crate::spec::{parse, ParseContext};
     use k8s_openapi::api::core::v1::Pod;
+    use serde_json::{json, Value};
 
+    /// Plans, and holds the directly written JSON to what serde_json writes for the
+    /// operations.
     fn plan(pod: &Pod, spec: &InjectionSpec) -> Result<PodPatch, PatchError> {
-        super::plan(&PodView::of(pod), spec)
+        let patch = super::plan(&PodView::of(pod), spec)?;
+        let written = String::from_utf8(patch.to_json()).unwrap();
+        let reference = serde_json::to_string(&json_patch::Patch(patch.operations())).unwrap();
+        assert_eq!(written, reference);
+        Ok(patch)
     }
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -348,7 +346,7 @@ mod tests {
 
     fn apply(pod: &Pod, patch: &PodPatch) -> Pod {
         let mut doc = serde_json::to_value(pod).unwrap();
-        json_patch::patch(&mut doc, &patch.ops).unwrap();
+        json_patch::patch(&mut doc, &patch.operations()).unwrap();
         serde_json::from_value(doc).unwrap()
     }
 
@@ -424,7 +422,7 @@ mod tests {
 
         // Applying the webhook to its own output changes nothing (and warns as before).
         let again = plan(&patched, &spec).unwrap();
-        assert!(again.ops.is_empty(), "{:?}", again.ops);
+        assert!(again.is_empty(), "{:?}", again.operations());
     }
 
     #[test]
@@ -473,6 +471,71 @@ mod tests {
             plan(&p, &spec),
             Err(PatchError::MountConflict { .. })
         ));
+    }
+
+    #[test]
+    fn written_json_is_serde_jsons_for_every_kind_of_operation() {
+        // Lists absent and present, annotations absent and present, file keys listed and not,
+        // several items and containers; every case goes through `plan` above, which compares.
+        let specs = [
+            json!({
+                "secret-injector.io/store": "vault",
+                "secret-injector.io/env.A": "k#a",
+                "secret-injector.io/file.tls.crt": "k#crt",
+                "secret-injector.io/extract": "k2"
+            }),
+            json!({
+                "secret-injector.io/store": "vault",
+                "secret-injector.io/extract": "k2",
+                "secret-injector.io/mount-path": "/etc/a~b",
+                "secret-injector.io/file.x": "k#x"
+            }),
+            json!({
+                "secret-injector.io/external-secrets": serde_json::to_string(&json!([
+                    {"name": "one", "storeRef": {"name": "vault"}, "data": [{"secretKey": "K1", "remoteRef": {"key": "p/1"}}],
+                     "inject": {"env": true, "mountPath": "/m1"}},
+                    {"name": "two", "storeRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": "p/2"}}],
+                     "inject": {"env": true}}
+                ])).unwrap()
+            }),
+        ];
+        let pods = [
+            json!({"spec": {"containers": [{"name": "app", "image": "x"}]}}),
+            json!({"spec": {
+                "initContainers": [{"name": "init", "image": "i", "env": [], "envFrom": [], "volumeMounts": []}],
+                "containers": [{"name": "app", "image": "x", "env": [{"name": "OTHER", "value": "1"}]},
+                               {"name": "b", "image": "y", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]}}),
+        ];
+        for annotations in &specs {
+            for (i, pod_json) in pods.iter().enumerate() {
+                let mut pod_json = pod_json.clone();
+                pod_json["metadata"] = json!({"annotations": annotations});
+                let p = pod(pod_json.clone());
+                let names: Vec<String> = PodView::of(&p)
+                    .all_containers()
+                    .map(|c| c.name.to_string())
+                    .collect();
+                let ann: BTreeMap<String, String> =
+                    serde_json::from_value(annotations.clone()).unwrap();
+                let spec = parse(
+                    &ann,
+                    &ParseContext {
+                        workload_name: Some("w"),
+                        container_names: &names,
+                        min_refresh_interval: Duration::ZERO,
+                    },
+                )
+                .unwrap()
+                .unwrap();
+                let patch = plan(&p, &spec).unwrap();
+                assert!(!patch.is_empty(), "case {i}");
+                // And once more with the status annotations already half there.
+                pod_json["metadata"]["annotations"]["secret-injector.io/status"] =
+                    json!("injected");
+                plan(&pod(pod_json), &spec).unwrap();
+            }
+        }
     }
 
     #[test]
