@@ -141,8 +141,8 @@ pub fn parse_config(
             .count()
             + config.get(ANN_EXTRACT).map_or(0, |v| v.split(',').count())
             + usize::from(config.contains_key(ANN_DYNAMIC));
-        check_key_budget(&config, requested)?;
-        match short::parse(&config, ctx)? {
+        check_key_budget(config, requested)?;
+        match short::parse(config, ctx)? {
             Some(item) => vec![item],
             None => return Ok(None),
         }
@@ -155,7 +155,7 @@ pub fn parse_config(
                 + usize::from(i.dynamic.is_some() || i.certificate.is_some())
         })
         .sum();
-    check_key_budget(&config, count)?;
+    check_key_budget(config, count)?;
     check_cross_item_conflicts(&items)?;
     Ok(Some(InjectionSpec { items }))
 }
