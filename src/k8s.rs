@@ -315,6 +315,14 @@ impl Owner {
         format!("{}/{}", self.kind.as_str(), self.name)
     }
 
+    /// `recorded == self.reference()`, without building the reference.
+    pub fn is_reference(&self, recorded: &str) -> bool {
+        recorded
+            .strip_prefix(self.kind.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            == Some(self.name.as_str())
+    }
+
     /// The ownerReference a managed Secret carries (none for a bare pod).
     pub fn owner_reference(&self) -> Option<OwnerReference> {
         self.uid.as_ref().map(|uid| OwnerReference {
@@ -388,5 +396,10 @@ mod tests {
         let o = Owner::bare_pod("ns", "p");
         assert_eq!(o.reference(), "Pod/p");
         assert!(o.owner_reference().is_none());
+        for recorded in ["Pod/p", "Pod/p/", "Pod/", "Pod", "Podp", "Pod//p", "Deployment/p", ""] {
+            assert_eq!(o.is_reference(recorded), recorded == o.reference(), "{recorded}");
+        }
+        let slashed = Owner::bare_pod("ns", "a/b");
+        assert!(slashed.is_reference("Pod/a/b") && !slashed.is_reference("Pod/a"));
     }
 }

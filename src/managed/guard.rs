@@ -87,12 +87,17 @@ pub fn judge(
     }
     let empty = BTreeMap::new();
     let annotations = meta.annotations.as_ref().unwrap_or(&empty);
-    let owner = target.record.owner.reference();
-    recorded_as(annotations, ANN_OWNER, &owner).map_err(|existing| ManagedError::OtherOwner {
-        name: target.name.clone(),
-        existing_owner: existing.unwrap_or_else(|| "an unknown owner".into()),
-        owner,
-    })?;
+    let owner = &target.record.owner;
+    let recorded_owner = annotations.get(ANN_OWNER);
+    if !recorded_owner.is_some_and(|r| owner.is_reference(r)) {
+        return Err(ManagedError::OtherOwner {
+            name: target.name.clone(),
+            existing_owner: recorded_owner
+                .cloned()
+                .unwrap_or_else(|| "an unknown owner".into()),
+            owner: owner.reference(),
+        });
+    }
     let sa = &target.record.service_account;
     recorded_as(annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
         ManagedError::OtherServiceAccount {
