@@ -396,8 +396,21 @@ mod tests {
         let o = Owner::bare_pod("ns", "p");
         assert_eq!(o.reference(), "Pod/p");
         assert!(o.owner_reference().is_none());
-        for recorded in ["Pod/p", "Pod/p/", "Pod/", "Pod", "Podp", "Pod//p", "Deployment/p", ""] {
-            assert_eq!(o.is_reference(recorded), recorded == o.reference(), "{recorded}");
+        for recorded in [
+            "Pod/p",
+            "Pod/p/",
+            "Pod/",
+            "Pod",
+            "Podp",
+            "Pod//p",
+            "Deployment/p",
+            "",
+        ] {
+            assert_eq!(
+                o.is_reference(recorded),
+                recorded == o.reference(),
+                "{recorded}"
+            );
         }
         let slashed = Owner::bare_pod("ns", "a/b");
         assert!(slashed.is_reference("Pod/a/b") && !slashed.is_reference("Pod/a"));

@@ -5,6 +5,9 @@
 
 pub mod json;
 pub mod schema;
+#[cfg(test)]
+mod schema_gen;
+mod schema_table;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -1,39 +1,39 @@
-//! What the typed decoder (k8s-openapi's `Pod`) accepts, compiled once into a small tree from
-//! k8s-openapi's own JSON schema of the Pod (its `schemars` output, generated from the same
-//! OpenAPI definitions as its decoder). `json.rs` checks every part of a review's pod that the
-//! view does not keep against it, so the view is built only from pods the typed decoder would
-//! have decoded; anything else goes to the typed decoder and gets its exact error.
+//! What the typed decoder (k8s-openapi's `Pod`) accepts, as a small static tree
+//! (`schema_table.rs`) compiled from k8s-openapi's own JSON schema of the Pod (its `schemars`
+//! output, generated from the same OpenAPI definitions as its decoder; `schema_gen.rs` compiles
+//! it, and a test fails when the committed table drifts from it). `json.rs` checks every part
+//! of a review's pod that the view does not keep against it, so the view is built only from
+//! pods the typed decoder would have decoded; anything else goes to the typed decoder and gets
+//! its exact error. The table is static: nothing is generated or allocated at run time.
 //!
 //! Each node accepts **at most** what the typed decoder accepts at that place, never more:
 //! a shape this file does not know is `Refuse` (the review goes the typed way). Checking
 //! keeps nothing: strings are validated where they are (escapes included), never copied.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::authentication::v1::UserInfo;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
+use super::schema_table::{DEFS, NODES, STRUCTS};
 use super::Text;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeId(u32);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(pub(super) u32);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StructId(u32);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StructId(pub(super) u32);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Node {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Node {
     /// A string (k8s-openapi: `String`, and string enums).
     Str,
     Bool,
     Int32,
     Int64,
-    /// `f64`: any JSON number.
+    /// `f64`: any JSON number. (No `f64` in today's Pod; the generator may emit it.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Number,
     /// `Time` and `MicroTime` (both a `jiff::Timestamp`): decoded for real, nothing allocated.
     Time,
@@ -48,15 +48,17 @@ enum Node {
     /// Any JSON object (`FieldsV1`, a `serde_json::Value`; a struct without properties).
     AnyObject,
     /// A shape this checker does not know: only `null` passes (where the field is optional).
+    /// (Today's Pod has none; the generator emits it for any shape it does not know.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Refuse,
 }
 
-/// The compiled schema. The ids of the structs the view reads field by field are kept.
+/// The compiled schema, with the ids of the structs the view reads field by field.
 #[derive(Debug)]
 pub struct Schema {
-    nodes: Vec<Node>,
+    nodes: &'static [Node],
     /// Fields of each struct, sorted by name.
-    structs: Vec<Vec<(Box<str>, NodeId)>>,
+    structs: &'static [&'static [(&'static str, NodeId)]],
     pub pod: StructId,
     pub object_meta: StructId,
     pub pod_spec: StructId,
@@ -74,63 +76,45 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// The schema, compiled on first use; `None` if k8s-openapi's schema had an unexpected
-    /// shape at one of the structs the view reads (then every review goes the typed way).
+    /// The schema; `None` if the table lacks one of the structs the view reads (then every
+    /// review goes the typed way).
     pub fn get() -> Option<&'static Schema> {
         static SCHEMA: OnceLock<Option<Schema>> = OnceLock::new();
-        SCHEMA.get_or_init(Schema::build).as_ref()
+        SCHEMA.get_or_init(Schema::from_table).as_ref()
     }
 
-    fn build() -> Option<Schema> {
-        let mut generator = schemars::SchemaGenerator::default();
-        let pod = generator.subschema_for::<Pod>();
-        let user_info = generator.subschema_for::<UserInfo>();
-        let definitions = generator.take_definitions(false);
-        let mut b = Builder {
-            definitions: &definitions,
-            nodes: Vec::new(),
-            structs: Vec::new(),
-            by_name: HashMap::new(),
-        };
-        let pod = b.node(pod.as_value());
-        let user_info = b.node(user_info.as_value());
-        let def = |b: &Builder<'_>, name: &str| match b
-            .by_name
-            .get(name)
-            .map(|id| b.nodes[id.0 as usize])
-        {
+    fn from_table() -> Option<Schema> {
+        let node = |name: &str| DEFS.iter().find(|(n, _)| *n == name).map(|(_, id)| *id);
+        let def = |name: &str| match node(name).map(|id| NODES[id.0 as usize]) {
             Some(Node::Struct(id)) => Some(id),
             _ => None,
         };
-        let core = |name: &str| format!("io.k8s.api.core.v1.{name}");
-        let schema = Schema {
-            pod: match b.nodes[pod.0 as usize] {
-                Node::Struct(id) => id,
-                _ => return None,
-            },
-            object_meta: def(&b, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")?,
-            pod_spec: def(&b, &core("PodSpec"))?,
-            container: def(&b, &core("Container"))?,
-            env_var: def(&b, &core("EnvVar"))?,
-            env_var_source: def(&b, &core("EnvVarSource"))?,
-            secret_key_selector: def(&b, &core("SecretKeySelector"))?,
-            env_from_source: def(&b, &core("EnvFromSource"))?,
-            secret_env_source: def(&b, &core("SecretEnvSource"))?,
-            volume_mount: def(&b, &core("VolumeMount"))?,
-            volume: def(&b, &core("Volume"))?,
-            owner_reference: def(&b, "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference")?,
-            secret_volume_source: def(&b, &core("SecretVolumeSource"))?,
-            user_info,
-            nodes: b.nodes,
-            structs: b.structs,
-        };
-        Some(schema)
+        let core = |name: &str| def(&format!("io.k8s.api.core.v1.{name}"));
+        let meta = |name: &str| def(&format!("io.k8s.apimachinery.pkg.apis.meta.v1.{name}"));
+        Some(Schema {
+            nodes: &NODES,
+            structs: &STRUCTS,
+            pod: core("Pod")?,
+            object_meta: meta("ObjectMeta")?,
+            pod_spec: core("PodSpec")?,
+            container: core("Container")?,
+            env_var: core("EnvVar")?,
+            env_var_source: core("EnvVarSource")?,
+            secret_key_selector: core("SecretKeySelector")?,
+            env_from_source: core("EnvFromSource")?,
+            secret_env_source: core("SecretEnvSource")?,
+            volume_mount: core("VolumeMount")?,
+            volume: core("Volume")?,
+            owner_reference: meta("OwnerReference")?,
+            secret_volume_source: core("SecretVolumeSource")?,
+            user_info: node("io.k8s.api.authentication.v1.UserInfo")?,
+        })
     }
 
     fn field(&self, of: StructId, key: &str) -> Option<NodeId> {
-        let fields = &self.structs[of.0 as usize];
+        let fields = self.structs[of.0 as usize];
         fields
-            .binary_search_by(|(name, _)| (**name).cmp(key))
+            .binary_search_by(|(name, _)| (*name).cmp(key))
             .ok()
             .map(|i| fields[i].1)
     }
@@ -159,84 +143,6 @@ impl Schema {
             schema: self,
             node,
             optional: false,
-        }
-    }
-}
-
-const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
-
-struct Builder<'d> {
-    definitions: &'d serde_json::Map<String, Value>,
-    nodes: Vec<Node>,
-    structs: Vec<Vec<(Box<str>, NodeId)>>,
-    by_name: HashMap<String, NodeId>,
-}
-
-impl Builder<'_> {
-    fn push(&mut self, node: Node) -> NodeId {
-        self.nodes.push(node);
-        NodeId(self.nodes.len() as u32 - 1)
-    }
-
-    fn node(&mut self, schema: &Value) -> NodeId {
-        let Some(reference) = schema.get("$ref").and_then(Value::as_str) else {
-            let node = self.shape(schema);
-            return self.push(node);
-        };
-        let name = reference.strip_prefix("#/$defs/").unwrap_or(reference);
-        if let Some(&id) = self.by_name.get(name) {
-            return id;
-        }
-        // Placed before its shape is known, so a recursive definition refers to itself.
-        let id = self.push(Node::Refuse);
-        self.by_name.insert(name.to_string(), id);
-        if let Some(definition) = self.definitions.get(name) {
-            let node = match self.shape(definition) {
-                Node::IntOrString if name == QUANTITY => Node::Quantity,
-                node => node,
-            };
-            self.nodes[id.0 as usize] = node;
-        }
-        id
-    }
-
-    fn shape(&mut self, schema: &Value) -> Node {
-        let word = |k: &str| schema.get(k).and_then(Value::as_str);
-        if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
-            && schema.get("type").is_none()
-        {
-            return Node::IntOrString;
-        }
-        match (word("type"), word("format")) {
-            (Some("string"), None) => Node::Str,
-            (Some("string"), Some("date-time")) => Node::Time,
-            (Some("boolean"), None) => Node::Bool,
-            (Some("integer"), Some("int32")) => Node::Int32,
-            (Some("integer"), Some("int64")) => Node::Int64,
-            (Some("number"), Some("double")) => Node::Number,
-            (Some("array"), None) => match schema.get("items") {
-                Some(items @ Value::Object(_)) => Node::Array(self.node(items)),
-                _ => Node::Refuse,
-            },
-            (Some("object"), None) => {
-                match (schema.get("properties"), schema.get("additionalProperties")) {
-                    (Some(Value::Object(properties)), None) => {
-                        let id = self.structs.len();
-                        self.structs.push(Vec::new());
-                        let mut fields: Vec<(Box<str>, NodeId)> = properties
-                            .iter()
-                            .map(|(name, property)| (name.as_str().into(), self.node(property)))
-                            .collect();
-                        fields.sort_by(|a, b| a.0.cmp(&b.0));
-                        self.structs[id] = fields;
-                        Node::Struct(StructId(id as u32))
-                    }
-                    (None, Some(values @ Value::Object(_))) => Node::Map(self.node(values)),
-                    (None, None) => Node::AnyObject,
-                    _ => Node::Refuse,
-                }
-            }
-            _ => Node::Refuse,
         }
     }
 }
