@@ -438,11 +438,8 @@ fn give_back(ctx: &Context, identity: &PodIdentity, store: &ResolvedStore, targe
 /// is authoritative.
 fn current_in_index(ctx: &Context, target: &Target) -> Option<Existing> {
     let indexed = ctx.managed_index().get(&target.namespace, &target.name)?;
-    let secret = Secret {
-        metadata: indexed.metadata.clone(),
-        ..Default::default()
-    };
-    managed::classify(secret, target)
-        .ok()
-        .filter(Existing::is_current)
+    managed::current_in_index(&indexed, target).then(|| Existing::Ours {
+        secret: Box::new(indexed.identity(&target.name)),
+        current: true,
+    })
 }

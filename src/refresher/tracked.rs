@@ -1,17 +1,17 @@
 //! What the refresher tracks about a managed Secret, and what one refresh of it can end in
 //! (its variants are the `result` label of `secret_injector_refreshes_total`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::identity::PodIdentity;
+use crate::index::ObjKey;
 use crate::k8s::api_error_message;
-use crate::managed::{recorded, ManagedError, Recorded, RecordedError, Target};
+use crate::managed::{ManagedError, ManagedMeta, Recorded, RecordedError, Target};
 use crate::pipeline::FetchError;
 use crate::spec::ANN_INJECT;
 use crate::store::StoreError;
 
-/// What the refresher knows about a managed Secret, read from its metadata only.
+/// What one refresh knows about a managed Secret, read from its metadata only.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tracked {
     pub namespace: String,
@@ -28,16 +28,18 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn from_meta(meta: &ObjectMeta) -> Result<Tracked, RecordedError> {
+    /// Parsed from the index's copy of the Secret, for one refresh (nothing of it is kept
+    /// between refreshes: the work list holds the index's record itself).
+    pub fn from_index(key: &ObjKey, meta: &ManagedMeta) -> Result<Tracked, RecordedError> {
         Ok(Tracked {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
+            uid: meta.uid().to_string(),
+            resource_version: meta.resource_version().to_string(),
             record: Recorded::from_meta(meta)?,
-            data_hmac: recorded::data_hmac(meta),
-            force_sync: recorded::force_sync(meta),
-            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            data_hmac: meta.data_hmac(),
+            force_sync: meta.force_sync().map(str::to_string),
+            created: meta.created(),
             force_reissue: false,
         })
     }

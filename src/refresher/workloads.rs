@@ -6,6 +6,7 @@
 //! is dropped. So the map is bounded by the managed Secrets, not by the cluster's workloads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -33,16 +34,22 @@ struct Tracked {
     force_sync: Option<Option<String>>,
 }
 
-/// Owners of tracked managed Secrets (keyed without uid, as rollouts are).
+/// Owners of tracked managed Secrets (keyed without uid, as rollouts are). Each is held once,
+/// shared with the work list's entries of its Secrets.
 #[derive(Debug, Default)]
 pub(super) struct Workloads {
-    owners: HashMap<Owner, Tracked>,
+    owners: HashMap<Arc<Owner>, Tracked>,
 }
 
 impl Workloads {
-    /// A tracked managed Secret of `owner` appeared.
-    pub(super) fn secret_added(&mut self, owner: &Owner) {
-        self.owners.entry(owner.clone()).or_default().secrets += 1;
+    /// A tracked managed Secret of `owner` appeared; the owner as held here.
+    pub(super) fn secret_added(&mut self, owner: Owner) -> Arc<Owner> {
+        let shared = match self.owners.get_key_value(&owner) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::new(owner),
+        };
+        self.owners.entry(shared.clone()).or_default().secrets += 1;
+        shared
     }
 
     /// A tracked managed Secret of `owner` left the work list.
@@ -139,7 +146,7 @@ mod tests {
     fn unrelated_workloads_leave_no_trace() {
         let mut w = Workloads::default();
         let ours = deployment("payments", "api");
-        w.secret_added(&ours);
+        w.secret_added(ours.clone());
         for i in 0..10_000 {
             let other = deployment(&format!("ns-{}", i % 50), &format!("app-{i}"));
             assert_eq!(w.on_event(seen(other.clone(), None, i % 2 == 0)), None);
@@ -153,8 +160,8 @@ mod tests {
     fn force_sync_is_a_change_witnessed_on_a_tracked_owner() {
         let mut w = Workloads::default();
         let api = deployment("payments", "api");
-        w.secret_added(&api);
-        w.secret_added(&api);
+        w.secret_added(api.clone());
+        w.secret_added(api.clone());
         // The relist reports a value set long ago: baseline only.
         assert_eq!(w.on_event(seen(api.clone(), Some("old"), true)), None);
         assert_eq!(w.on_event(seen(api.clone(), Some("old"), false)), None);
