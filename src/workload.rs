@@ -164,7 +164,7 @@ async fn verified(
     give_up: Instant,
     metrics: &Metrics,
 ) -> Result<std::sync::Arc<OwnerRecord>, WorkloadError> {
-    let matches = || owners.get(kind, namespace, name).filter(|r| &*r.uid == uid);
+    let matches = || owners.get(kind, namespace, name).filter(|r| r.uid == *uid);
     if let Some(record) = matches() {
         return Ok(record);
     }

@@ -18,6 +18,7 @@
 
 pub mod owners;
 pub mod stores;
+pub mod uid;
 pub mod watched;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ use crate::spec::{StoreRef, ANN_INJECT};
 use crate::store::{EndpointPolicy, ResolvedStore, StoreError};
 pub use owners::{ControllerRef, OwnerRecord, Owners};
 pub use stores::Stores;
+pub use uid::Uid;
 pub use watched::{Change, ObjKey, Watched};
 
 /// The managed Secrets (label-selected, metadata only), trimmed to [`ManagedMeta`].

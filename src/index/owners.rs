@@ -8,6 +8,7 @@
 //! would be the namespace opt-in, which a selector on a namespaced kind cannot express. Memory
 //! is kept small instead (a few short strings per object; see docs/architecture.md).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -18,6 +19,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::uid::Uid;
 use super::watched::Watched;
 use crate::k8s::WorkloadKind;
 use crate::spec::PREFIX;
@@ -25,17 +27,18 @@ use crate::spec::PREFIX;
 /// The controller ownerReference of an owner, as the API server stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerRef {
-    pub api_version: Box<str>,
-    pub kind: Box<str>,
+    pub api_version: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
     pub name: Box<str>,
-    pub uid: Box<str>,
+    pub uid: Uid,
 }
 
 /// One owner object, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerRecord {
-    pub uid: Box<str>,
-    pub controller: Option<ControllerRef>,
+    pub uid: Uid,
+    /// Boxed: most owners (Deployments, StatefulSets, …) have none.
+    pub controller: Option<Box<ControllerRef>>,
     /// Only `secret-injector.io/` annotations.
     pub annotations: Box<[(Box<str>, Box<str>)]>,
 }
@@ -47,11 +50,13 @@ impl OwnerRecord {
             .iter()
             .find(|r| r.controller == Some(true))
             .or_else(|| refs.first())
-            .map(|r| ControllerRef {
-                api_version: r.api_version.as_str().into(),
-                kind: r.kind.as_str().into(),
-                name: r.name.as_str().into(),
-                uid: r.uid.as_str().into(),
+            .map(|r| {
+                Box::new(ControllerRef {
+                    api_version: well_known(&r.api_version),
+                    kind: well_known(&r.kind),
+                    name: r.name.as_str().into(),
+                    uid: r.uid.as_str().into(),
+                })
             });
         let annotations = meta
             .annotations
@@ -73,6 +78,16 @@ impl OwnerRecord {
             .find(|(k, _)| &**k == key)
             .map(|(_, v)| &**v)
     }
+}
+
+/// The apiVersion or kind of a controller reference, without a copy when it names a kind the
+/// index knows (nearly every controller: a ReplicaSet's Deployment, a Job's CronJob).
+fn well_known(s: &str) -> Cow<'static, str> {
+    WorkloadKind::ALL
+        .iter()
+        .flat_map(|k| [k.api_version(), k.as_str()])
+        .find(|known| *known == s)
+        .map_or_else(|| Cow::Owned(s.to_string()), Cow::Borrowed)
 }
 
 /// One watch per owner kind.
@@ -183,9 +198,11 @@ mod tests {
             ..Default::default()
         };
         let record = OwnerRecord::from_meta(&meta).unwrap();
-        assert_eq!(&*record.uid, "u-rs");
+        assert!(record.uid == *"u-rs");
         let controller = record.controller.as_ref().unwrap();
-        assert_eq!((&*controller.kind, &*controller.uid), ("Deployment", "u-d"));
+        assert_eq!(&*controller.kind, "Deployment");
+        assert!(matches!(controller.kind, Cow::Borrowed(_)));
+        assert!(controller.uid == *"u-d");
         assert_eq!(record.annotations.len(), 1);
         assert_eq!(
             record.annotation("secret-injector.io/secret-name"),

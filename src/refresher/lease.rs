@@ -416,7 +416,7 @@ pub(super) async fn owner_gone(
         {
             None => true,
             // Same name, new object: the Secret belonged to the old one.
-            Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+            Some(current) => owner.uid.as_deref().is_some_and(|uid| current.uid != *uid),
         },
     )
 }
