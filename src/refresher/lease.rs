@@ -296,7 +296,8 @@ impl super::Refresher {
     ) {
         let now = Instant::now();
         let (known, force_sync_before) = self.track(&key, meta, &tracked);
-        let forced = known && tracked.force_sync.is_some() && tracked.force_sync != force_sync_before;
+        let forced =
+            known && tracked.force_sync.is_some() && tracked.force_sync != force_sync_before;
         let at = if forced {
             now
         } else {

@@ -35,7 +35,7 @@ use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
-use workloads::{WorkloadEvent, Workloads};
+use workloads::{WorkloadEvent, WorkloadKey, Workloads};
 
 #[derive(Clone, Debug)]
 pub struct RefresherConfig {
@@ -63,12 +63,12 @@ struct Entry {
     /// Its resourceVersion after our own write, until the watch brings that version.
     written: Option<Box<str>>,
     /// Its workload, shared with `Refresher::workloads`.
-    owner: Arc<Owner>,
+    owner: Arc<WorkloadKey>,
     /// From its record, for the schedule and the filters that run over every entry.
     interval: Duration,
     issued: bool,
     /// Leases it holds (the current one and those retiring); None without a lease record.
-    leases: Option<usize>,
+    leases: Option<u32>,
     failures: u32,
     running: bool,
     /// A force-sync arrived while a refresh was running: run again when it ends.
@@ -78,7 +78,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(meta: Arc<ManagedMeta>, tracked: &Tracked, owner: Arc<Owner>) -> Entry {
+    fn new(meta: Arc<ManagedMeta>, tracked: &Tracked, owner: Arc<WorkloadKey>) -> Entry {
         let mut entry = Entry {
             meta,
             written: None,
@@ -100,10 +100,9 @@ impl Entry {
         let record = &tracked.record;
         self.interval = record.refresh_interval;
         self.issued = record.source.is_issued();
-        self.leases = record
-            .lease
-            .as_ref()
-            .map(|l| usize::from(!l.id.is_empty()) + l.retiring.len());
+        self.leases = record.lease.as_ref().map(|l| {
+            u32::from(!l.id.is_empty()) + u32::try_from(l.retiring.len()).unwrap_or(u32::MAX)
+        });
     }
 
     /// The Secret as one refresh sees it: its record parsed again, at the version last known.
@@ -114,6 +113,11 @@ impl Entry {
         }
         Some(tracked)
     }
+}
+
+/// Leases an entry holds, for the sum.
+fn held(leases: Option<u32>) -> usize {
+    leases.map_or(0, |n| n as usize)
 }
 
 /// The workload a tracked Secret belongs to, without its uid (what rollouts key on).
@@ -249,7 +253,7 @@ impl Refresher {
     fn forget(&mut self, key: &Key) {
         if let Some(entry) = self.entries.remove(key) {
             self.workloads.secret_removed(&entry.owner);
-            self.leases -= entry.leases.unwrap_or(0);
+            self.leases -= held(entry.leases);
         }
         self.queue.remove(key);
     }
@@ -262,11 +266,11 @@ impl Refresher {
         meta: Arc<ManagedMeta>,
         tracked: &Tracked,
     ) -> (bool, Option<String>) {
-        let owner = owner_of(tracked);
+        let owner = WorkloadKey::of(&key.namespace, &tracked.record.owner);
         let Some(entry) = self.entries.get_mut(key) else {
             let owner = self.workloads.secret_added(owner);
             let entry = Entry::new(meta, tracked, owner);
-            self.leases += entry.leases.unwrap_or(0);
+            self.leases += held(entry.leases);
             self.entries.insert(key.clone(), entry);
             return (false, None);
         };
@@ -275,11 +279,11 @@ impl Refresher {
             entry.owner = self.workloads.secret_added(owner);
         }
         let force_sync = entry.meta.force_sync().map(str::to_string);
-        self.leases -= entry.leases.unwrap_or(0);
+        self.leases -= held(entry.leases);
         entry.meta = meta;
         entry.written = None;
         entry.note(tracked);
-        self.leases += entry.leases.unwrap_or(0);
+        self.leases += held(entry.leases);
         (true, force_sync)
     }
 
@@ -363,7 +367,7 @@ impl Refresher {
         let Some(key) = self.workloads.on_event(event) else {
             return;
         };
-        info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
+        info!(namespace = %key.namespace, kind = %key.kind(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
         for (k, e) in self.entries.iter_mut().filter(|(_, e)| *e.owner == key) {
@@ -438,7 +442,7 @@ impl Refresher {
                 entry.failures = 0;
                 // Our own write: the next refresh is fenced on the version we produced.
                 entry.written = Some(resource_version.unwrap_or_default().into());
-                self.on_changed(&tracked).await;
+                self.on_changed(&key, &tracked).await;
             }
             Ok(Refreshed::Adopted(resource_version)) => {
                 entry.failures = 0;
@@ -459,9 +463,9 @@ impl Refresher {
                     entry.written = Some(v.into());
                 }
                 let at = if rerun { now } else { lease::instant_of(due) };
-                self.queue.schedule(key, at);
+                self.queue.schedule(key.clone(), at);
                 if action == refresh::LeaseAction::Reissued {
-                    self.on_changed(&tracked).await;
+                    self.on_changed(&key, &tracked).await;
                 }
                 return;
             }
@@ -544,8 +548,9 @@ impl Refresher {
 
     /// A Secret's values changed: roll its workload once per debounce window, and check its
     /// sibling Secrets right away so changes made together roll together.
-    async fn on_changed(&mut self, tracked: &Tracked) {
+    async fn on_changed(&mut self, key: &Key, tracked: &Tracked) {
         let owner = owner_of(tracked);
+        let workload = WorkloadKey::of(&key.namespace, &owner);
         if tracked.record.rollout == Rollout::Restart && owner.rollable() {
             if self
                 .pending
@@ -555,7 +560,7 @@ impl Refresher {
                 let siblings: Vec<Key> = self
                     .entries
                     .iter()
-                    .filter(|(k, e)| !e.running && *e.owner == owner && *k.name != tracked.name)
+                    .filter(|(k, e)| !e.running && *e.owner == workload && k.name != key.name)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in siblings {
