@@ -8,7 +8,6 @@
 //! would be the namespace opt-in, which a selector on a namespaced kind cannot express. Memory
 //! is kept small instead (a few short strings per object; see docs/architecture.md).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -27,10 +26,33 @@ use crate::spec::PREFIX;
 /// The controller ownerReference of an owner, as the API server stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerRef {
-    pub api_version: Cow<'static, str>,
-    pub kind: Cow<'static, str>,
+    kind: ControllerKind,
     pub name: Box<str>,
     pub uid: Uid,
+}
+
+/// apiVersion and kind: nearly always a kind the index knows (a ReplicaSet's Deployment, a
+/// Job's CronJob), kept without a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ControllerKind {
+    Known(WorkloadKind),
+    Other(Box<(Box<str>, Box<str>)>),
+}
+
+impl ControllerRef {
+    pub fn api_version(&self) -> &str {
+        match &self.kind {
+            ControllerKind::Known(k) => k.api_version(),
+            ControllerKind::Other(other) => &other.0,
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        match &self.kind {
+            ControllerKind::Known(k) => k.as_str(),
+            ControllerKind::Other(other) => &other.1,
+        }
+    }
 }
 
 /// One owner object, trimmed.
@@ -39,9 +61,11 @@ pub struct OwnerRecord {
     pub uid: Uid,
     /// Boxed: most owners (Deployments, StatefulSets, …) have none.
     pub controller: Option<Box<ControllerRef>>,
-    /// Only `secret-injector.io/` annotations.
-    pub annotations: Box<[(Box<str>, Box<str>)]>,
+    /// Only `secret-injector.io/` annotations; boxed, as most owners have none.
+    annotations: Option<Box<Annotations>>,
 }
+
+type Annotations = Vec<(Box<str>, Box<str>)>;
 
 impl OwnerRecord {
     pub fn from_meta(meta: &ObjectMeta) -> Option<OwnerRecord> {
@@ -51,14 +75,22 @@ impl OwnerRecord {
             .find(|r| r.controller == Some(true))
             .or_else(|| refs.first())
             .map(|r| {
+                let known = WorkloadKind::ALL
+                    .into_iter()
+                    .find(|k| k.api_version() == r.api_version && k.as_str() == r.kind);
                 Box::new(ControllerRef {
-                    api_version: well_known(&r.api_version),
-                    kind: well_known(&r.kind),
+                    kind: match known {
+                        Some(k) => ControllerKind::Known(k),
+                        None => ControllerKind::Other(Box::new((
+                            r.api_version.as_str().into(),
+                            r.kind.as_str().into(),
+                        ))),
+                    },
                     name: r.name.as_str().into(),
                     uid: r.uid.as_str().into(),
                 })
             });
-        let annotations = meta
+        let annotations: Annotations = meta
             .annotations
             .iter()
             .flatten()
@@ -68,26 +100,21 @@ impl OwnerRecord {
         Some(OwnerRecord {
             uid: meta.uid.as_deref()?.into(),
             controller,
-            annotations,
+            annotations: (!annotations.is_empty()).then(|| Box::new(annotations)),
         })
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    /// Its `secret-injector.io/` annotations.
+    pub fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
         self.annotations
             .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+            .flat_map(|a| a.iter())
+            .map(|(k, v)| (&**k, &**v))
     }
-}
 
-/// The apiVersion or kind of a controller reference, without a copy when it names a kind the
-/// index knows (nearly every controller: a ReplicaSet's Deployment, a Job's CronJob).
-fn well_known(s: &str) -> Cow<'static, str> {
-    WorkloadKind::ALL
-        .iter()
-        .flat_map(|k| [k.api_version(), k.as_str()])
-        .find(|known| *known == s)
-        .map_or_else(|| Cow::Owned(s.to_string()), Cow::Borrowed)
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
 }
 
 /// One watch per owner kind.
@@ -200,10 +227,13 @@ mod tests {
         let record = OwnerRecord::from_meta(&meta).unwrap();
         assert!(record.uid == *"u-rs");
         let controller = record.controller.as_ref().unwrap();
-        assert_eq!(&*controller.kind, "Deployment");
-        assert!(matches!(controller.kind, Cow::Borrowed(_)));
+        assert_eq!(
+            (controller.api_version(), controller.kind()),
+            ("apps/v1", "Deployment")
+        );
+        assert!(matches!(controller.kind, ControllerKind::Known(_)));
         assert!(controller.uid == *"u-d");
-        assert_eq!(record.annotations.len(), 1);
+        assert_eq!(record.annotations().count(), 1);
         assert_eq!(
             record.annotation("secret-injector.io/secret-name"),
             Some("creds")

@@ -24,10 +24,7 @@ fn uuid(s: &str) -> Option<[u8; 16]> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    let mut digits = s
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !HYPHENS.contains(i));
+    let mut digits = s.iter().enumerate().filter(|(i, _)| !HYPHENS.contains(i));
     let mut out = [0u8; 16];
     for byte in &mut out {
         let (_, hi) = digits.next()?;
