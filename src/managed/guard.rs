@@ -13,8 +13,8 @@ const ISSUED_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 use super::recorded::{
     has_managed_label, Annotated, Recorded, RecordedMeta, ANN_OWNER, ANN_SERVICE_ACCOUNT,
 };
-use super::ManagedMeta;
 use super::ManagedError;
+use super::ManagedMeta;
 
 /// One managed Secret to read or write: where, and the request it records.
 #[derive(Clone, Debug)]
