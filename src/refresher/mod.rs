@@ -407,7 +407,9 @@ impl Refresher {
             let grace = self.config.orphan_grace;
             tokio::spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                let outcome = refresh::refresh(&ctx, &tracked, grace).await;
+                // Boxed once it may run: a refresh's future takes kilobytes, and a task
+                // waiting for its permit (a backlog of thousands at startup) holds only this.
+                let outcome = Box::pin(refresh::refresh(&ctx, &tracked, grace)).await;
                 let _ = tx.send((key, outcome));
             });
         }
