@@ -35,6 +35,7 @@ use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
+use tracked::{held, Entry};
 use workloads::{WorkloadEvent, WorkloadKey, Workloads};
 
 #[derive(Clone, Debug)]
@@ -56,69 +57,6 @@ const ADOPTION_RETRY: Duration = Duration::from_secs(2);
 
 /// A managed Secret in the work list: `(namespace, name)`, shared with the index.
 type Key = ObjKey;
-
-struct Entry {
-    /// The Secret as the index holds it (the same record, not a copy).
-    meta: Arc<ManagedMeta>,
-    /// Its resourceVersion after our own write, until the watch brings that version.
-    written: Option<Box<str>>,
-    /// Its workload, shared with `Refresher::workloads`.
-    owner: Arc<WorkloadKey>,
-    /// From its record, for the schedule and the filters that run over every entry.
-    interval: Duration,
-    issued: bool,
-    /// Leases it holds (the current one and those retiring); None without a lease record.
-    leases: Option<u32>,
-    failures: u32,
-    running: bool,
-    /// A force-sync arrived while a refresh was running: run again when it ends.
-    rerun: bool,
-    /// A force-sync of an issued Secret: re-issue at the next run, whatever its lease says.
-    force_reissue: bool,
-}
-
-impl Entry {
-    fn new(meta: Arc<ManagedMeta>, tracked: &Tracked, owner: Arc<WorkloadKey>) -> Entry {
-        let mut entry = Entry {
-            meta,
-            written: None,
-            owner,
-            interval: Duration::ZERO,
-            issued: false,
-            leases: None,
-            failures: 0,
-            running: false,
-            rerun: false,
-            force_reissue: false,
-        };
-        entry.note(tracked);
-        entry
-    }
-
-    /// What the entry keeps of its parsed record.
-    fn note(&mut self, tracked: &Tracked) {
-        let record = &tracked.record;
-        self.interval = record.refresh_interval;
-        self.issued = record.source.is_issued();
-        self.leases = record.lease.as_ref().map(|l| {
-            u32::from(!l.id.is_empty()) + u32::try_from(l.retiring.len()).unwrap_or(u32::MAX)
-        });
-    }
-
-    /// The Secret as one refresh sees it: its record parsed again, at the version last known.
-    fn tracked(&self, key: &Key) -> Option<Tracked> {
-        let mut tracked = Tracked::from_index(key, &self.meta).ok()?;
-        if let Some(v) = &self.written {
-            tracked.resource_version = v.to_string();
-        }
-        Some(tracked)
-    }
-}
-
-/// Leases an entry holds, for the sum.
-fn held(leases: Option<u32>) -> usize {
-    leases.map_or(0, |n| n as usize)
-}
 
 /// The workload a tracked Secret belongs to, without its uid (what rollouts key on).
 fn owner_of(t: &Tracked) -> Owner {
