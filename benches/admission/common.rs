@@ -307,6 +307,15 @@ pub async fn start_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
     webhook
 }
 
+/// The binary under test: `SECRET_INJECTOR_BIN` when set (`make bench` sets it to the release
+/// build that ships, `cargo build --release`), else the one Cargo built for this bench (bench
+/// profile).
+pub fn webhook_binary() -> std::path::PathBuf {
+    std::env::var_os("SECRET_INJECTOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_secret-injector").into())
+}
+
 /// As [`start_webhook`], without waiting for readiness (a large index takes longer to sync
 /// than the rig's 30 s; the caller waits with its own bound).
 pub fn spawn_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
@@ -318,11 +327,11 @@ pub fn spawn_webhook(standin: &StandIn, extra_args: &[&str]) -> Webhook {
         cert_pem: generated.cert_pem,
         key_pem: generated.key_pem,
     };
-    let binary = Path::new(env!("CARGO_BIN_EXE_secret-injector"));
+    let binary = webhook_binary();
     // The rig sets SECRET_INJECTOR_LOG=trace for its leak scans; the flag wins over the env.
     let mut args = vec!["--log", "info"];
     args.extend_from_slice(extra_args);
-    Webhook::spawn(binary, tls, standin, &args)
+    Webhook::spawn(&binary, tls, standin, &args)
 }
 
 /// The sum of every sample of `series` whose labels contain all of `labels`.
@@ -371,8 +380,9 @@ pub async fn wait_ready(webhook: &Webhook, timeout: Duration) -> bool {
     false
 }
 
-pub fn rss_mib(webhook: &Webhook) -> f64 {
-    webhook.rss_kib().unwrap_or(0) as f64 / 1024.0
+/// Resident memory in MB (10^6 bytes), the unit of the targets.
+pub fn rss_mb(webhook: &Webhook) -> f64 {
+    webhook.rss_kib().unwrap_or(0) as f64 * 1024.0 / 1e6
 }
 
 /// Where the resident memory is: heap and stacks (RssAnon) vs mapped binary and libraries

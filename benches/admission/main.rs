@@ -95,6 +95,13 @@ fn main() {
             "{} run; {cores} cores shared by the load generator, the stand-in API, OpenBao and the servers",
             if quick { "QUICK (reduced durations and sizes)" } else { "full" }
         ));
+        let binary = common::webhook_binary();
+        let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+        report.note(format!(
+            "webhook binary under test: {} ({:.1} MB)",
+            binary.display(),
+            size as f64 / 1e6
+        ));
         if only.iter().any(|s| s == "warm") {
             warm::run(&mut report, &scale).await;
         }

@@ -93,11 +93,11 @@ pub async fn run(report: &mut Report, scale: &Scale) {
         secs(t)
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_mib(&webhook);
+    let rss = rss_mb(&webhook);
     report.note(format!("RSS split: {}", rss_split(&webhook)));
     report.check(
         &format!("RSS with {n1} tracked Secrets"),
-        format!("{rss:.1} MiB"),
+        format!("{rss:.1} MB"),
         if n1 == 10_000 {
             "≤ 48 MB"
         } else {
@@ -219,11 +219,11 @@ pub async fn run(report: &mut Report, scale: &Scale) {
         secs(t)
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_mib(&webhook);
+    let rss = rss_mb(&webhook);
     report.note(format!("RSS split: {}", rss_split(&webhook)));
     report.check(
         &format!("RSS with {n2} tracked Secrets"),
-        format!("{rss:.1} MiB"),
+        format!("{rss:.1} MB"),
         if n2 == 100_000 {
             "≤ 256 MB"
         } else {

@@ -121,14 +121,9 @@ pub async fn run(report: &mut Report, scale: &Scale) {
         "the bench must measure the warm path"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_mib(&webhook);
+    let idle = rss_mb(&webhook);
     report.note(format!("RSS idle split: {}", rss_split(&webhook)));
-    report.check(
-        "RSS idle",
-        format!("{idle:.1} MiB"),
-        "≤ 20 MB",
-        idle <= 20.0,
-    );
+    report.check("RSS idle", format!("{idle:.1} MB"), "≤ 20 MB", idle <= 20.0);
 
     let (bare_url, _stop) = bare_server(webhook.dir()).await;
     // Warm up connections on both.
@@ -232,6 +227,6 @@ pub async fn run(report: &mut Report, scale: &Scale) {
     );
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_mib(&webhook);
-    report.info("RSS after load", format!("{after:.1} MiB"));
+    let after = rss_mb(&webhook);
+    report.info("RSS after load", format!("{after:.1} MB"));
 }
