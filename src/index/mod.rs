@@ -155,9 +155,8 @@ impl Index {
     }
 
     /// Object counts per watch (for logs and the memory figure).
-    pub fn sizes(&self) -> [(&'static str, usize); 4] {
+    pub fn sizes(&self) -> [(&'static str, usize); 3] {
         [
-            ("managed Secrets", self.managed.len()),
             ("namespaces", self.namespaces.len()),
             ("stores", self.stores.len()),
             ("owners", self.owners.len()),
