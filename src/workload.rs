@@ -95,7 +95,7 @@ pub async fn resolve(
         let Some(next) = record.controller.clone() else {
             return Ok(finish(top, &records));
         };
-        match WorkloadKind::from_type(&next.api_version, &next.kind) {
+        match WorkloadKind::from_type(next.api_version(), next.kind()) {
             Some(k) => {
                 kind = k;
                 name = next.name.to_string();
@@ -106,7 +106,7 @@ pub async fn resolve(
             None => {
                 let top = Owner {
                     namespace: namespace.to_string(),
-                    kind: OwnerKind::new(&next.api_version, &next.kind),
+                    kind: OwnerKind::new(next.api_version(), next.kind()),
                     name: next.name.to_string(),
                     uid: Some(next.uid.to_string()),
                 };
@@ -124,7 +124,7 @@ fn finish(top: Owner, records: &[std::sync::Arc<OwnerRecord>]) -> Workload {
     let mut annotations = BTreeMap::new();
     // Top-most first, so lower levels override.
     for record in records.iter().rev() {
-        for (k, v) in record.annotations.iter() {
+        for (k, v) in record.annotations() {
             annotations.insert(k.to_string(), v.to_string());
         }
     }
@@ -158,7 +158,7 @@ async fn verified(
     give_up: Instant,
     metrics: &Metrics,
 ) -> Result<std::sync::Arc<OwnerRecord>, WorkloadError> {
-    let matches = || owners.get(kind, namespace, name).filter(|r| &*r.uid == uid);
+    let matches = || owners.get(kind, namespace, name).filter(|r| r.uid == *uid);
     if let Some(record) = matches() {
         return Ok(record);
     }

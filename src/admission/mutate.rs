@@ -438,20 +438,15 @@ fn give_back(ctx: &Context, identity: &PodIdentity, store: &ResolvedStore, targe
 fn current_in_index(ctx: &Context, target: &Target) -> bool {
     ctx.managed_index()
         .get(&target.namespace, &target.name)
-        .is_some_and(|indexed| {
-            managed::judge(&indexed.metadata, None, None, target).is_ok_and(|current| current)
-        })
+        .is_some_and(|indexed| managed::current_in_index(&indexed, target))
 }
 
 /// What the index holds at the target, for the cold half: `Some` only when ours and current.
 /// Anything else (absent, foreign, stale) falls back to a GET, which is authoritative.
 fn existing_in_index(ctx: &Context, target: &Target) -> Option<Existing> {
     let indexed = ctx.managed_index().get(&target.namespace, &target.name)?;
-    let secret = Secret {
-        metadata: indexed.metadata.clone(),
-        ..Default::default()
-    };
-    managed::classify(secret, target)
-        .ok()
-        .filter(Existing::is_current)
+    managed::current_in_index(&indexed, target).then(|| Existing::Ours {
+        secret: Box::new(indexed.identity(&target.name)),
+        current: true,
+    })
 }

@@ -3,10 +3,13 @@
 //!
 //! | what | watch | kept per object |
 //! |---|---|---|
-//! | managed Secrets | label `app.kubernetes.io/managed-by=secret-injector`, metadata only | metadata without managedFields ([`ManagedIndex`]) |
+//! | managed Secrets | label `app.kubernetes.io/managed-by=secret-injector`, metadata only | uid, resourceVersion, creation time, the annotations read back, ownerReferences ([`ManagedMeta`]) |
 //! | opted-in namespaces | label `secret-injector.io/inject=enabled`, metadata only | labels |
 //! | SecretStores, ClusterSecretStores | all (any may be named) | uid, resourceVersion, validation result, conditions |
 //! | ReplicaSets, Deployments, StatefulSets, DaemonSets, Jobs, CronJobs | all, metadata only (see [`owners`]) | uid, controller ref, `secret-injector.io/` annotations |
+//!
+//! The managed Secrets' map is the one watch of them, shared by admission (warm answers) and
+//! the refresher (its work list, from [`Watched::events`]).
 //!
 //! These are the objects the trust checks compare a review's claims against: a review is
 //! acted on only when its namespace is opted in and every owner in its pod's chain exists with
@@ -15,22 +18,32 @@
 
 pub mod owners;
 pub mod stores;
+pub mod uid;
 pub mod watched;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use crate::managed::ManagedIndex;
+use crate::managed::recorded::SELECTOR;
+use crate::managed::ManagedMeta;
 use crate::spec::{StoreRef, ANN_INJECT};
 use crate::store::{EndpointPolicy, ResolvedStore, StoreError};
 pub use owners::{ControllerRef, OwnerRecord, Owners};
 pub use stores::Stores;
-pub use watched::Watched;
+pub use uid::Uid;
+pub use watched::{Change, ObjKey, Watched};
+
+/// The managed Secrets (label-selected, metadata only), trimmed to [`ManagedMeta`].
+pub type ManagedIndex = Watched<ManagedMeta>;
+
+/// Changes a slow subscriber of the managed Secrets may fall behind by before it is re-sent a
+/// snapshot.
+const MANAGED_EVENTS: usize = 1024;
 
 /// The label selector of opted-in namespaces (the webhook's namespaceSelector).
 pub const NAMESPACE_SELECTOR: &str = "secret-injector.io/inject=enabled";
@@ -58,8 +71,17 @@ impl Index {
             false,
             |n: &PartialObjectMeta<Namespace>| Some(n.metadata.labels.clone().unwrap_or_default()),
         );
+        let managed = Watched::spawn_with_events(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().labels(SELECTOR),
+            "managed Secret",
+            MANAGED_EVENTS,
+            |s: &PartialObjectMeta<Secret>, namespace: &Arc<str>| {
+                Some(ManagedMeta::new(&s.metadata, namespace.clone()))
+            },
+        );
         Self {
-            managed: ManagedIndex::watch(client.clone()),
+            managed,
             namespaces,
             stores: Stores::watch(client, endpoints),
             owners: Arc::new(Owners::watch(client)),

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::uid::Uid;
 use super::watched::Watched;
 use crate::k8s::WorkloadKind;
 use crate::spec::PREFIX;
@@ -25,20 +26,46 @@ use crate::spec::PREFIX;
 /// The controller ownerReference of an owner, as the API server stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerRef {
-    pub api_version: Box<str>,
-    pub kind: Box<str>,
+    kind: ControllerKind,
     pub name: Box<str>,
-    pub uid: Box<str>,
+    pub uid: Uid,
+}
+
+/// apiVersion and kind: nearly always a kind the index knows (a ReplicaSet's Deployment, a
+/// Job's CronJob), kept without a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ControllerKind {
+    Known(WorkloadKind),
+    Other(Box<(Box<str>, Box<str>)>),
+}
+
+impl ControllerRef {
+    pub fn api_version(&self) -> &str {
+        match &self.kind {
+            ControllerKind::Known(k) => k.api_version(),
+            ControllerKind::Other(other) => &other.0,
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        match &self.kind {
+            ControllerKind::Known(k) => k.as_str(),
+            ControllerKind::Other(other) => &other.1,
+        }
+    }
 }
 
 /// One owner object, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerRecord {
-    pub uid: Box<str>,
-    pub controller: Option<ControllerRef>,
-    /// Only `secret-injector.io/` annotations.
-    pub annotations: Box<[(Box<str>, Box<str>)]>,
+    pub uid: Uid,
+    /// Boxed: most owners (Deployments, StatefulSets, …) have none.
+    pub controller: Option<Box<ControllerRef>>,
+    /// Only `secret-injector.io/` annotations; boxed, as most owners have none.
+    annotations: Option<Box<Annotations>>,
 }
+
+type Annotations = Vec<(Box<str>, Box<str>)>;
 
 impl OwnerRecord {
     pub fn from_meta(meta: &ObjectMeta) -> Option<OwnerRecord> {
@@ -47,13 +74,23 @@ impl OwnerRecord {
             .iter()
             .find(|r| r.controller == Some(true))
             .or_else(|| refs.first())
-            .map(|r| ControllerRef {
-                api_version: r.api_version.as_str().into(),
-                kind: r.kind.as_str().into(),
-                name: r.name.as_str().into(),
-                uid: r.uid.as_str().into(),
+            .map(|r| {
+                let known = WorkloadKind::ALL
+                    .into_iter()
+                    .find(|k| k.api_version() == r.api_version && k.as_str() == r.kind);
+                Box::new(ControllerRef {
+                    kind: match known {
+                        Some(k) => ControllerKind::Known(k),
+                        None => ControllerKind::Other(Box::new((
+                            r.api_version.as_str().into(),
+                            r.kind.as_str().into(),
+                        ))),
+                    },
+                    name: r.name.as_str().into(),
+                    uid: r.uid.as_str().into(),
+                })
             });
-        let annotations = meta
+        let annotations: Annotations = meta
             .annotations
             .iter()
             .flatten()
@@ -63,15 +100,20 @@ impl OwnerRecord {
         Some(OwnerRecord {
             uid: meta.uid.as_deref()?.into(),
             controller,
-            annotations,
+            annotations: (!annotations.is_empty()).then(|| Box::new(annotations)),
         })
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&str> {
+    /// Its `secret-injector.io/` annotations.
+    pub fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
         self.annotations
             .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+            .flat_map(|a| a.iter())
+            .map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
@@ -183,10 +225,15 @@ mod tests {
             ..Default::default()
         };
         let record = OwnerRecord::from_meta(&meta).unwrap();
-        assert_eq!(&*record.uid, "u-rs");
+        assert!(record.uid == *"u-rs");
         let controller = record.controller.as_ref().unwrap();
-        assert_eq!((&*controller.kind, &*controller.uid), ("Deployment", "u-d"));
-        assert_eq!(record.annotations.len(), 1);
+        assert_eq!(
+            (controller.api_version(), controller.kind()),
+            ("apps/v1", "Deployment")
+        );
+        assert!(matches!(controller.kind, ControllerKind::Known(_)));
+        assert!(controller.uid == *"u-d");
+        assert_eq!(record.annotations().count(), 1);
         assert_eq!(
             record.annotation("secret-injector.io/secret-name"),
             Some("creds")

@@ -2,10 +2,7 @@
 //! — our label, type Opaque, not immutable, the same owner and the same ServiceAccount.
 //! Anything else with that name is never touched.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
@@ -13,8 +10,11 @@ use kube::Api;
 /// are not handed to a new pod.
 const ISSUED_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-use super::recorded::{has_managed_label, Recorded, ANN_OWNER, ANN_SERVICE_ACCOUNT};
+use super::recorded::{
+    has_managed_label, Annotated, Recorded, RecordedMeta, ANN_OWNER, ANN_SERVICE_ACCOUNT,
+};
 use super::ManagedError;
+use super::ManagedMeta;
 
 /// One managed Secret to read or write: where, and the request it records.
 #[derive(Clone, Debug)]
@@ -56,67 +56,56 @@ pub async fn inspect(api: &Api<Secret>, target: &Target) -> Result<Existing, Man
 
 /// Apply the ownership guard to what is at the target name.
 pub fn classify(secret: Secret, target: &Target) -> Result<Existing, ManagedError> {
-    let current = judge(
-        &secret.metadata,
-        secret.type_.as_deref(),
-        secret.immutable,
-        target,
-    )?;
-    Ok(Existing::Ours {
-        current,
-        secret: Box::new(secret),
-    })
-}
-
-/// The ownership guard on a Secret's metadata (and its `type`, `immutable`), borrowed: Ok
-/// when it is ours for this target, with whether it is current. A warm admission judges the
-/// indexed metadata in place with this.
-pub fn judge(
-    meta: &ObjectMeta,
-    type_: Option<&str>,
-    immutable: Option<bool>,
-    target: &Target,
-) -> Result<bool, ManagedError> {
-    let ours = has_managed_label(meta)
-        && type_.unwrap_or("Opaque") == target.record.source.secret_type()
-        && immutable != Some(true);
+    let ours = has_managed_label(&secret.metadata)
+        && secret.type_.as_deref().unwrap_or("Opaque") == target.record.source.secret_type()
+        && secret.immutable != Some(true);
     if !ours {
         return Err(ManagedError::Foreign {
             name: target.name.clone(),
         });
     }
-    let empty = BTreeMap::new();
-    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    Ok(Existing::Ours {
+        current: judge(&secret.metadata, target)?,
+        secret: Box::new(secret),
+    })
+}
+
+/// What [`classify`] says of the indexed Secret: true when it is ours and current for
+/// `target`. The index watches our label and keeps metadata only, which carries no type and
+/// no immutability: read, as `classify` reads metadata, as a mutable Opaque Secret.
+pub fn current_in_index(indexed: &ManagedMeta, target: &Target) -> bool {
+    target.record.source.secret_type() == "Opaque" && judge(indexed, target).unwrap_or(false)
+}
+
+/// The guard past label and type: the same owner and ServiceAccount, or an error naming
+/// what is recorded instead; then whether the Secret is current for `target`.
+fn judge(meta: &impl RecordedMeta, target: &Target) -> Result<bool, ManagedError> {
+    let name = &target.name;
     let owner = &target.record.owner;
-    let recorded_owner = annotations.get(ANN_OWNER);
+    let recorded_owner = meta.annotation(ANN_OWNER);
+    // Compared without formatting the reference: every warm admission asks this.
     if !recorded_owner.is_some_and(|r| owner.is_reference(r)) {
         return Err(ManagedError::OtherOwner {
-            name: target.name.clone(),
-            existing_owner: recorded_owner
-                .cloned()
-                .unwrap_or_else(|| "an unknown owner".into()),
+            name: name.clone(),
+            existing_owner: recorded_owner.map_or_else(|| "an unknown owner".into(), String::from),
             owner: owner.reference(),
         });
     }
     let sa = &target.record.service_account;
-    recorded_as(annotations, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
+    recorded_as(meta, ANN_SERVICE_ACCOUNT, sa).map_err(|existing| {
         ManagedError::OtherServiceAccount {
-            name: target.name.clone(),
+            name: name.clone(),
             existing: existing.unwrap_or_else(|| "(none recorded)".into()),
             requested: sa.clone(),
         }
     })?;
     // Current means "made from the same request": the refresher keeps its values fresh, so
     // admission reuses it without a backend call however long ago it was last written.
-    let same_request = target.record.same_request(annotations);
+    let same_request = target.record.same_request(meta);
     // A workload deleted and recreated under the same name has a new uid: the Secret must be
     // rewritten with the new ownerReference, or the garbage collector would remove it.
     let same_owner_uid = match &target.record.owner.uid {
-        Some(uid) => meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == *uid),
+        Some(uid) => meta.owner_references().any(|r| r.uid == uid),
         None => true,
     };
     // Issued credentials are current only while they have life left: an expired (or nearly
@@ -132,14 +121,10 @@ pub fn judge(
     Ok(same_request && same_owner_uid && alive)
 }
 
-/// Ok when `annotations` record `expected` under `key`; otherwise what they record there.
-fn recorded_as(
-    annotations: &BTreeMap<String, String>,
-    key: &str,
-    expected: &str,
-) -> Result<(), Option<String>> {
-    match annotations.get(key) {
+/// Ok when `meta` records `expected` under `key`; otherwise what it records there.
+fn recorded_as(meta: &impl Annotated, key: &str, expected: &str) -> Result<(), Option<String>> {
+    match meta.annotation(key) {
         Some(v) if v == expected => Ok(()),
-        other => Err(other.cloned()),
+        other => Err(other.map(str::to_string)),
     }
 }

@@ -1,16 +1,17 @@
 //! The managed Secret, owned here and nowhere else: its annotation schema
 //! ([`recorded`]), the ownership guard ([`guard`]), the one fenced writer ([`write`]), the
-//! keyed digest ([`digest`]) and the watch-fed index every replica keeps ([`index`]).
+//! keyed digest ([`digest`]) and what the index every replica keeps holds of each managed
+//! Secret ([`meta`]).
 
 pub mod digest;
 pub mod guard;
-pub mod index;
+pub mod meta;
 pub mod recorded;
 pub mod write;
 
 pub use digest::DigestKey;
-pub use guard::{classify, inspect, judge, Existing, Target};
-pub use index::ManagedIndex;
+pub use guard::{classify, current_in_index, inspect, Existing, Target};
+pub use meta::ManagedMeta;
 pub use recorded::{Recorded, RecordedError};
 pub use write::{adopt, build, update_record, write, Fence, WriteOutcome};
 

@@ -38,6 +38,76 @@ pub const ANN_LEASE_NEXT: &str = "secret-injector.io/lease-next-action";
 pub const ANN_LEASE_RETIRING: &str = "secret-injector.io/lease-retiring";
 const LEASE_PREFIX: &str = "secret-injector.io/lease-";
 
+/// Every annotation read back from a managed Secret — by [`Recorded::from_meta`], the guard,
+/// [`data_hmac`] and [`force_sync`] — and so all that the index keeps of its annotations
+/// ([`super::ManagedMeta`]). A new annotation that is read back is added here too.
+pub const KEPT: [&str; 16] = [
+    ANN_SOURCE,
+    ANN_SERVICE_ACCOUNT,
+    ANN_REFRESH_INTERVAL,
+    ANN_OWNER,
+    ANN_ROLLOUT,
+    ANN_DATA_HMAC,
+    ANN_FORCE_SYNC,
+    ANN_LEASE_ID,
+    ANN_LEASE_ISSUED,
+    ANN_LEASE_TTL,
+    ANN_LEASE_RENEWED,
+    ANN_LEASE_RENEWABLE,
+    ANN_LEASE_HOLDER,
+    ANN_LEASE_HOLDER_EXPIRES,
+    ANN_LEASE_NEXT,
+    ANN_LEASE_RETIRING,
+];
+
+/// Where annotations are read from: a Secret's metadata, a plain map, or the index's trimmed
+/// copy of a managed Secret ([`super::ManagedMeta`]).
+pub trait Annotated {
+    fn annotation(&self, key: &str) -> Option<&str>;
+}
+
+/// One ownerReference, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRef<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+/// The metadata a [`Recorded`] is parsed from (and the ownership guard reads).
+pub trait RecordedMeta: Annotated {
+    fn namespace(&self) -> &str;
+    fn owner_references(&self) -> impl Iterator<Item = OwnerRef<'_>>;
+}
+
+impl Annotated for BTreeMap<String, String> {
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Annotated for ObjectMeta {
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.annotation(key)
+    }
+}
+
+impl RecordedMeta for ObjectMeta {
+    fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or_default()
+    }
+
+    fn owner_references(&self) -> impl Iterator<Item = OwnerRef<'_>> {
+        self.owner_references.iter().flatten().map(|r| OwnerRef {
+            api_version: &r.api_version,
+            kind: &r.kind,
+            name: &r.name,
+            uid: &r.uid,
+        })
+    }
+}
+
 /// The request a managed Secret was made for. Written at admission, replayed by the refresher.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -161,19 +231,16 @@ impl LeaseRecord {
         out
     }
 
-    fn from_annotations(
-        ann: &BTreeMap<String, String>,
-    ) -> Result<Option<LeaseRecord>, RecordedError> {
-        let Some(issued) = ann.get(ANN_LEASE_ISSUED) else {
+    fn from_annotations(ann: &impl Annotated) -> Result<Option<LeaseRecord>, RecordedError> {
+        let Some(issued) = ann.annotation(ANN_LEASE_ISSUED) else {
             return Ok(None);
         };
-        let time = |k: &'static str, v: &String| {
-            v.parse::<Timestamp>().map_err(|_| RecordedError::Lease(k))
-        };
-        let opt_time = |k: &'static str| ann.get(k).map(|v| time(k, v)).transpose();
-        let get = |k: &'static str| ann.get(k).ok_or(RecordedError::Lease(k));
+        let time =
+            |k: &'static str, v: &str| v.parse::<Timestamp>().map_err(|_| RecordedError::Lease(k));
+        let opt_time = |k: &'static str| ann.annotation(k).map(|v| time(k, v)).transpose();
+        let get = |k: &'static str| ann.annotation(k).ok_or(RecordedError::Lease(k));
         Ok(Some(LeaseRecord {
-            id: get(ANN_LEASE_ID)?.clone(),
+            id: get(ANN_LEASE_ID)?.to_string(),
             issued: time(ANN_LEASE_ISSUED, issued)?,
             ttl: parse_duration(get(ANN_LEASE_TTL)?)
                 .map_err(|_| RecordedError::Lease(ANN_LEASE_TTL))?,
@@ -182,7 +249,7 @@ impl LeaseRecord {
             holder: LeaseHolder::parse(get(ANN_LEASE_HOLDER)?),
             holder_expires: opt_time(ANN_LEASE_HOLDER_EXPIRES)?,
             next: time(ANN_LEASE_NEXT, get(ANN_LEASE_NEXT)?)?,
-            retiring: match ann.get(ANN_LEASE_RETIRING) {
+            retiring: match ann.annotation(ANN_LEASE_RETIRING) {
                 Some(v) => {
                     serde_json::from_str(v).map_err(|_| RecordedError::Lease(ANN_LEASE_RETIRING))?
                 }
@@ -250,21 +317,18 @@ impl Recorded {
     }
 
     /// True when `annotations` record the same source, interval and rollout.
-    pub fn same_request(&self, annotations: &BTreeMap<String, String>) -> bool {
-        // What `request_annotations` writes under each key, cheapest first (every admission
-        // asks this of every managed Secret it names).
-        let recorded = |key: &str| annotations.get(key).map(String::as_str);
-        recorded(ANN_ROLLOUT) == Some(self.rollout.as_str())
-            && recorded(ANN_REFRESH_INTERVAL)
+    pub fn same_request(&self, annotations: &impl Annotated) -> bool {
+        // Cheapest first: every admission asks this of every managed Secret it names.
+        annotations.annotation(ANN_ROLLOUT) == Some(self.rollout.as_str())
+            && annotations.annotation(ANN_REFRESH_INTERVAL)
                 == Some(format_duration(self.refresh_interval).as_str())
-            && recorded(ANN_SOURCE) == Some(self.source_json().as_str())
+            && annotations.annotation(ANN_SOURCE) == Some(self.source_json().as_str())
     }
 
-    /// Parse what [`Recorded::annotations`] wrote. `meta` is the Secret's metadata.
-    pub fn from_meta(meta: &ObjectMeta) -> Result<Recorded, RecordedError> {
-        let empty = BTreeMap::new();
-        let ann = meta.annotations.as_ref().unwrap_or(&empty);
-        let get = |k: &'static str| ann.get(k).ok_or(RecordedError::Missing(k));
+    /// Parse what [`Recorded::annotations`] wrote. `meta` is the Secret's metadata (or the
+    /// index's copy of it).
+    pub fn from_meta(meta: &impl RecordedMeta) -> Result<Recorded, RecordedError> {
+        let get = |k: &'static str| meta.annotation(k).ok_or(RecordedError::Missing(k));
         let source: SourceSpec =
             serde_json::from_str(get(ANN_SOURCE)?).map_err(|_| RecordedError::Source)?;
         let refresh_interval = parse_duration(get(ANN_REFRESH_INTERVAL)?)
@@ -273,13 +337,16 @@ impl Recorded {
             .split_once('/')
             .ok_or(RecordedError::Owner)?;
         let reference = meta
-            .owner_references
-            .iter()
-            .flatten()
+            .owner_references()
             .find(|r| r.kind == kind && r.name == name);
-        let namespace = meta.namespace.clone().unwrap_or_default();
+        let namespace = meta.namespace().to_string();
         let owner = match reference {
-            Some(r) => Owner::from_reference(&namespace, r),
+            Some(r) => Owner {
+                namespace,
+                kind: OwnerKind::new(r.api_version, r.kind),
+                name: r.name.to_string(),
+                uid: Some(r.uid.to_string()),
+            },
             None => Owner {
                 namespace,
                 kind: match WorkloadKind::from_kind(kind) {
@@ -294,17 +361,17 @@ impl Recorded {
             },
         };
         // Anything but an explicit "none" restarts, as before the annotation existed.
-        let rollout = match ann.get(ANN_ROLLOUT).map(String::as_str) {
+        let rollout = match meta.annotation(ANN_ROLLOUT) {
             Some("none") => Rollout::None,
             _ => Rollout::Restart,
         };
         Ok(Recorded {
             source,
-            service_account: get(ANN_SERVICE_ACCOUNT)?.clone(),
+            service_account: get(ANN_SERVICE_ACCOUNT)?.to_string(),
             refresh_interval,
             owner,
             rollout,
-            lease: LeaseRecord::from_annotations(ann)?,
+            lease: LeaseRecord::from_annotations(meta)?,
         })
     }
 }
@@ -318,13 +385,13 @@ pub fn sync_annotations(data_hmac: String, now: Timestamp) -> [(String, String);
 }
 
 /// The keyed digest recorded on a managed Secret.
-pub fn data_hmac(meta: &ObjectMeta) -> Option<String> {
-    meta.annotations.as_ref()?.get(ANN_DATA_HMAC).cloned()
+pub fn data_hmac(meta: &impl Annotated) -> Option<String> {
+    meta.annotation(ANN_DATA_HMAC).map(str::to_string)
 }
 
 /// The force-sync request recorded on a managed Secret (or a workload).
-pub fn force_sync(meta: &ObjectMeta) -> Option<String> {
-    meta.annotations.as_ref()?.get(ANN_FORCE_SYNC).cloned()
+pub fn force_sync(meta: &impl Annotated) -> Option<String> {
+    meta.annotation(ANN_FORCE_SYNC).map(str::to_string)
 }
 
 /// True when the labels say the object is ours.

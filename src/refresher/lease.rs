@@ -288,36 +288,22 @@ pub(super) async fn revoke_if_orphaned(ctx: &Context, tracked: &Tracked, grace: 
 
 impl super::Refresher {
     /// Issued Secrets follow their lease, not an interval.
-    pub(super) fn upsert_issued(&mut self, key: super::Key, tracked: Tracked) {
+    pub(super) fn upsert_issued(
+        &mut self,
+        key: super::Key,
+        meta: std::sync::Arc<crate::managed::ManagedMeta>,
+        tracked: Tracked,
+    ) {
         let now = Instant::now();
-        let forced = self.entries.get(&key).is_some_and(|e| {
-            tracked.force_sync.is_some() && tracked.force_sync != e.tracked.force_sync
-        });
+        let (known, force_sync_before) = self.track(&key, meta, &tracked);
+        let forced =
+            known && tracked.force_sync.is_some() && tracked.force_sync != force_sync_before;
         let at = if forced {
             now
         } else {
             instant_of(issued_due(&tracked))
         };
-        let owner = super::owner_of(&tracked);
-        match self.entries.get(&key).map(|e| super::owner_of(&e.tracked)) {
-            None => self.workloads.secret_added(&owner),
-            Some(was) if was != owner => {
-                self.workloads.secret_removed(&was);
-                self.workloads.secret_added(&owner);
-            }
-            Some(_) => {}
-        }
-        let entry = self
-            .entries
-            .entry(key.clone())
-            .or_insert_with(|| super::Entry {
-                tracked: tracked.clone(),
-                failures: 0,
-                running: false,
-                rerun: false,
-                force_reissue: false,
-            });
-        entry.tracked = tracked;
+        let entry = self.entries.get_mut(&key).expect("tracked above");
         if entry.running {
             entry.rerun |= forced;
             entry.force_reissue |= forced;
@@ -333,8 +319,11 @@ impl super::Refresher {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        if entry.tracked.record.lease.is_some() {
-            let (ctx, tracked) = (self.ctx.clone(), entry.tracked.clone());
+        if entry.leases.is_some() {
+            let Some(tracked) = entry.tracked(key) else {
+                return;
+            };
+            let ctx = self.ctx.clone();
             let grace = self.config.orphan_grace;
             tokio::spawn(async move { revoke_if_orphaned(&ctx, &tracked, grace).await });
         }
@@ -428,7 +417,7 @@ pub(super) async fn owner_gone(
         {
             None => true,
             // Same name, new object: the Secret belonged to the old one.
-            Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+            Some(current) => owner.uid.as_deref().is_some_and(|uid| current.uid != *uid),
         },
     )
 }

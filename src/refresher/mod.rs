@@ -2,10 +2,11 @@
 //! rolls the workload when a value changes. Runs on the Lease holder only.
 //!
 //! Its work list is the managed Secrets themselves, as the context's one metadata-only watch
-//! ([`crate::managed::ManagedIndex`], shared with admission) reports them: the annotations
+//! ([`crate::index::ManagedIndex`], shared with admission) reports them: the annotations
 //! ([`crate::managed::Recorded`]) record the source, ServiceAccount, interval and owner, and
 //! the keyed digest says whether a fetched value differs — so no Secret data is held in
-//! memory and nothing polls the API.
+//! memory and nothing polls the API. An entry of the work list holds the index's own record
+//! of its Secret (shared, not copied), parsed again for each refresh.
 
 pub mod adopt;
 pub mod lease;
@@ -20,22 +21,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::watcher::Event;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
+use crate::index::{Change, ObjKey};
 use crate::k8s::{Owner, WorkloadKind};
+use crate::managed::ManagedMeta;
 use crate::spec::Rollout;
 use refresh::{Outcome, RefreshError, Refreshed, Tracked};
 use rollout::Pending;
 use schedule::DueQueue;
-use workloads::{WorkloadEvent, Workloads};
+use tracked::{held, Entry};
+use workloads::{WorkloadEvent, WorkloadKey, Workloads};
 
 #[derive(Clone, Debug)]
 pub struct RefresherConfig {
@@ -54,38 +55,8 @@ pub struct RefresherConfig {
 /// How soon a bare pod's Secret is looked at again while its pod has not adopted it.
 const ADOPTION_RETRY: Duration = Duration::from_secs(2);
 
-/// A managed Secret in the work list.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Key {
-    namespace: String,
-    name: String,
-}
-
-impl Key {
-    fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-        Key {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-        }
-    }
-}
-
-struct Entry {
-    tracked: Tracked,
-    failures: u32,
-    running: bool,
-    /// A force-sync arrived while a refresh was running: run again when it ends.
-    rerun: bool,
-    /// A force-sync of an issued Secret: re-issue at the next run, whatever its lease says.
-    force_reissue: bool,
-}
-
-fn key_of(t: &Tracked) -> Key {
-    Key {
-        namespace: t.namespace.clone(),
-        name: t.name.clone(),
-    }
-}
+/// A managed Secret in the work list: `(namespace, name)`, shared with the index.
+type Key = ObjKey;
 
 /// The workload a tracked Secret belongs to, without its uid (what rollouts key on).
 fn owner_of(t: &Tracked) -> Owner {
@@ -114,6 +85,8 @@ struct Refresher {
     pending: Pending,
     /// Last seen `force-sync` annotation of each workload owning a tracked Secret (only).
     workloads: Workloads,
+    /// Leases held by the tracked Secrets (the sum over the entries).
+    leases: usize,
     /// Keys seen during a watcher (re)list, to drop the ones that disappeared meanwhile.
     relisting: Option<HashSet<Key>>,
     rng: rand::rngs::StdRng,
@@ -141,6 +114,7 @@ impl Refresher {
             queue: DueQueue::default(),
             pending: Pending::default(),
             workloads: Workloads::default(),
+            leases: 0,
             relisting: None,
             rng: rand::rngs::StdRng::from_os_rng(),
             results_tx,
@@ -180,27 +154,21 @@ impl Refresher {
                 }
             }
             self.ctx.metrics().managed_secrets(self.entries.len());
-            self.ctx.metrics().leases_held(
-                self.entries
-                    .values()
-                    .filter_map(|e| e.tracked.record.lease.as_ref())
-                    .map(|l| usize::from(!l.id.is_empty()) + l.retiring.len())
-                    .sum(),
-            );
+            self.ctx.metrics().leases_held(self.leases);
             self.ctx.metrics().tracked_workloads(self.workloads.len());
         }
     }
 
-    fn on_secret_event(&mut self, event: Event<PartialObjectMeta<Secret>>) {
-        match event {
-            Event::Init => self.relisting = Some(HashSet::new()),
-            Event::InitApply(obj) => {
+    fn on_secret_event(&mut self, change: Change<ManagedMeta>) {
+        match change {
+            Change::Relist => self.relisting = Some(HashSet::new()),
+            Change::Applied(key, meta) => {
                 if let Some(seen) = self.relisting.as_mut() {
-                    seen.insert(Key::of(&obj.metadata));
+                    seen.insert(key.clone());
                 }
-                self.upsert(&obj);
+                self.upsert(key, meta);
             }
-            Event::InitDone => {
+            Change::Listed => {
                 if let Some(seen) = self.relisting.take() {
                     let gone: Vec<Key> = self
                         .entries
@@ -213,9 +181,7 @@ impl Refresher {
                     }
                 }
             }
-            Event::Apply(obj) => self.upsert(&obj),
-            Event::Delete(obj) => {
-                let key = Key::of(&obj.metadata);
+            Change::Removed(key) => {
                 self.on_issued_deleted(&key);
                 self.forget(&key);
             }
@@ -224,91 +190,101 @@ impl Refresher {
 
     fn forget(&mut self, key: &Key) {
         if let Some(entry) = self.entries.remove(key) {
-            self.workloads.secret_removed(&owner_of(&entry.tracked));
+            self.workloads.secret_removed(&entry.owner);
+            self.leases -= held(entry.leases);
         }
         self.queue.remove(key);
     }
 
-    fn upsert(&mut self, obj: &PartialObjectMeta<Secret>) {
-        let tracked = match Tracked::from_meta(&obj.metadata) {
+    /// Track a new version of the Secret `meta` (or a new Secret); true when it was tracked
+    /// before, with the force-sync request it recorded then.
+    fn track(
+        &mut self,
+        key: &Key,
+        meta: Arc<ManagedMeta>,
+        tracked: &Tracked,
+    ) -> (bool, Option<String>) {
+        let owner = WorkloadKey::of(&key.namespace, &tracked.record.owner);
+        let Some(entry) = self.entries.get_mut(key) else {
+            let owner = self.workloads.secret_added(owner);
+            let entry = Entry::new(meta, tracked, owner);
+            self.leases += held(entry.leases);
+            self.entries.insert(key.clone(), entry);
+            return (false, None);
+        };
+        if *entry.owner != owner {
+            self.workloads.secret_removed(&entry.owner);
+            entry.owner = self.workloads.secret_added(owner);
+        }
+        let force_sync = entry.meta.force_sync().map(str::to_string);
+        self.leases -= held(entry.leases);
+        entry.meta = meta;
+        entry.written = None;
+        entry.note(tracked);
+        self.leases += held(entry.leases);
+        (true, force_sync)
+    }
+
+    fn upsert(&mut self, key: Key, meta: Arc<ManagedMeta>) {
+        let tracked = match Tracked::from_index(&key, &meta) {
             Ok(t) => t,
             Err(e) => {
-                warn!(namespace = obj.metadata.namespace.as_deref().unwrap_or(""), name = obj.metadata.name.as_deref().unwrap_or(""), error = %e, "managed Secret has unusable annotations; not refreshed");
-                self.forget(&Key::of(&obj.metadata));
+                warn!(namespace = %key.namespace, name = %key.name, error = %e, "managed Secret has unusable annotations; not refreshed");
+                self.forget(&key);
                 return;
             }
         };
-        let key = key_of(&tracked);
         let now = Instant::now();
         if tracked.record.source.is_issued() {
-            self.upsert_issued(key, tracked);
+            self.upsert_issued(key, meta, tracked);
             return;
         }
-        match self.entries.get_mut(&key) {
-            Some(entry) => {
-                let forced =
-                    tracked.force_sync.is_some() && tracked.force_sync != entry.tracked.force_sync;
-                let interval_changed =
-                    tracked.record.refresh_interval != entry.tracked.record.refresh_interval;
-                let (was, now_owner) = (owner_of(&entry.tracked), owner_of(&tracked));
-                if was != now_owner {
-                    self.workloads.secret_removed(&was);
-                    self.workloads.secret_added(&now_owner);
-                }
-                entry.tracked = tracked.clone();
-                if entry.running {
-                    entry.rerun |= forced;
-                    return;
-                }
-                if adopt::needs_adoption(&tracked) && !self.queue.is_scheduled(&key) {
-                    self.queue.schedule(key, now + ADOPTION_RETRY);
-                } else if tracked.record.refresh_interval.is_zero() {
-                    if forced {
-                        self.queue.schedule(key, now);
-                    } else {
-                        self.queue.remove(&key);
-                    }
-                } else if forced {
-                    debug!(namespace = %key.namespace, name = %key.name, "force-sync requested on the Secret");
-                    self.queue.schedule(key, now);
-                } else if interval_changed || !self.queue.is_scheduled(&key) {
-                    let delay = schedule::first_delay(
-                        tracked
-                            .record
-                            .refresh_interval
-                            .max(self.config.min_interval),
-                        &mut self.rng,
-                    );
-                    self.queue.schedule(key, now + delay);
-                }
-            }
-            None => {
-                // refreshInterval 0 means "fetch once": never scheduled (force-sync still works),
-                // except that a bare pod's Secret is looked at until its pod adopts it.
-                if adopt::needs_adoption(&tracked) {
-                    self.queue.schedule(key.clone(), now + ADOPTION_RETRY);
-                } else if !tracked.record.refresh_interval.is_zero() {
-                    let delay = schedule::first_delay(
-                        tracked
-                            .record
-                            .refresh_interval
-                            .max(self.config.min_interval),
-                        &mut self.rng,
-                    );
-                    self.queue.schedule(key.clone(), now + delay);
-                }
-                self.workloads.secret_added(&owner_of(&tracked));
-                self.entries.insert(
-                    key,
-                    Entry {
-                        tracked,
-                        failures: 0,
-                        running: false,
-                        rerun: false,
-                        force_reissue: false,
-                    },
+        let interval_before = self.entries.get(&key).map(|e| e.interval);
+        let (known, force_sync_before) = self.track(&key, meta, &tracked);
+        if !known {
+            // refreshInterval 0 means "fetch once": never scheduled (force-sync still works),
+            // except that a bare pod's Secret is looked at until its pod adopts it.
+            if adopt::needs_adoption(&tracked) {
+                self.queue.schedule(key, now + ADOPTION_RETRY);
+            } else if !tracked.record.refresh_interval.is_zero() {
+                let delay = schedule::first_delay(
+                    tracked
+                        .record
+                        .refresh_interval
+                        .max(self.config.min_interval),
+                    &mut self.rng,
                 );
+                self.queue.schedule(key, now + delay);
             }
+            return;
+        }
+        let forced = tracked.force_sync.is_some() && tracked.force_sync != force_sync_before;
+        let interval_changed = interval_before != Some(tracked.record.refresh_interval);
+        let entry = self.entries.get_mut(&key).expect("tracked above");
+        if entry.running {
+            entry.rerun |= forced;
+            return;
+        }
+        if adopt::needs_adoption(&tracked) && !self.queue.is_scheduled(&key) {
+            self.queue.schedule(key, now + ADOPTION_RETRY);
+        } else if tracked.record.refresh_interval.is_zero() {
+            if forced {
+                self.queue.schedule(key, now);
+            } else {
+                self.queue.remove(&key);
+            }
+        } else if forced {
+            debug!(namespace = %key.namespace, name = %key.name, "force-sync requested on the Secret");
+            self.queue.schedule(key, now);
+        } else if interval_changed || !self.queue.is_scheduled(&key) {
+            let delay = schedule::first_delay(
+                tracked
+                    .record
+                    .refresh_interval
+                    .max(self.config.min_interval),
+                &mut self.rng,
+            );
+            self.queue.schedule(key, now + delay);
         }
     }
 
@@ -319,7 +295,7 @@ impl Refresher {
             let due: Vec<Key> = self
                 .entries
                 .iter()
-                .filter(|(_, e)| !e.running && owner_of(&e.tracked) == *key)
+                .filter(|(_, e)| !e.running && *e.owner == *key)
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in due {
@@ -329,15 +305,11 @@ impl Refresher {
         let Some(key) = self.workloads.on_event(event) else {
             return;
         };
-        info!(namespace = %key.namespace, kind = %key.kind.as_str(), name = %key.name, "force-sync requested on the workload");
+        info!(namespace = %key.namespace, kind = %key.kind(), name = %key.name, "force-sync requested on the workload");
         let now = Instant::now();
         let mut due = Vec::new();
-        for (k, e) in self
-            .entries
-            .iter_mut()
-            .filter(|(_, e)| owner_of(&e.tracked) == key)
-        {
-            e.force_reissue |= e.tracked.record.source.is_issued();
+        for (k, e) in self.entries.iter_mut().filter(|(_, e)| *e.owner == key) {
+            e.force_reissue |= e.issued;
             if e.running {
                 e.rerun = true;
             } else {
@@ -358,11 +330,14 @@ impl Refresher {
             if entry.running {
                 continue;
             }
+            // Parsed when it was tracked: the same record parses again.
+            let Some(mut tracked) = entry.tracked(&key) else {
+                continue;
+            };
             entry.running = true;
             self.ctx
                 .metrics()
                 .refresh_lag(now.saturating_duration_since(due).as_secs_f64());
-            let mut tracked = entry.tracked.clone();
             tracked.force_reissue = std::mem::take(&mut entry.force_reissue);
             let ctx = self.ctx.clone();
             let semaphore = self.semaphore.clone();
@@ -370,7 +345,9 @@ impl Refresher {
             let grace = self.config.orphan_grace;
             tokio::spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                let outcome = refresh::refresh(&ctx, &tracked, grace).await;
+                // Boxed once it may run: a refresh's future takes kilobytes, and a task
+                // waiting for its permit (a backlog of thousands at startup) holds only this.
+                let outcome = Box::pin(refresh::refresh(&ctx, &tracked, grace)).await;
                 let _ = tx.send((key, outcome));
             });
         }
@@ -389,16 +366,14 @@ impl Refresher {
         entry.running = false;
         let rerun = std::mem::take(&mut entry.rerun);
         // refreshInterval 0 ("fetch once") stays 0; anything else respects the operator's floor.
-        let interval = if entry.tracked.record.refresh_interval.is_zero() {
+        let interval = if entry.interval.is_zero() {
             Duration::ZERO
         } else {
-            entry
-                .tracked
-                .record
-                .refresh_interval
-                .max(self.config.min_interval)
+            entry.interval.max(self.config.min_interval)
         };
-        let tracked = entry.tracked.clone();
+        let Some(tracked) = entry.tracked(&key) else {
+            return;
+        };
         match outcome {
             Ok(Refreshed::Unchanged) => {
                 entry.failures = 0;
@@ -406,12 +381,12 @@ impl Refresher {
             Ok(Refreshed::Updated(resource_version)) => {
                 entry.failures = 0;
                 // Our own write: the next refresh is fenced on the version we produced.
-                entry.tracked.resource_version = resource_version.unwrap_or_default();
-                self.on_changed(&tracked).await;
+                entry.written = Some(resource_version.unwrap_or_default().into());
+                self.on_changed(&key, &tracked).await;
             }
             Ok(Refreshed::Adopted(resource_version)) => {
                 entry.failures = 0;
-                entry.tracked.resource_version = resource_version.unwrap_or_default();
+                entry.written = Some(resource_version.unwrap_or_default().into());
                 info!(namespace = %key.namespace, name = %key.name, "bare pod's Secret adopted by its pod");
             }
             Ok(Refreshed::AwaitingPod) => {
@@ -425,12 +400,12 @@ impl Refresher {
             }) => {
                 entry.failures = 0;
                 if let Some(v) = version {
-                    entry.tracked.resource_version = v;
+                    entry.written = Some(v.into());
                 }
                 let at = if rerun { now } else { lease::instant_of(due) };
-                self.queue.schedule(key, at);
+                self.queue.schedule(key.clone(), at);
                 if action == refresh::LeaseAction::Reissued {
-                    self.on_changed(&tracked).await;
+                    self.on_changed(&key, &tracked).await;
                 }
                 return;
             }
@@ -513,8 +488,9 @@ impl Refresher {
 
     /// A Secret's values changed: roll its workload once per debounce window, and check its
     /// sibling Secrets right away so changes made together roll together.
-    async fn on_changed(&mut self, tracked: &Tracked) {
+    async fn on_changed(&mut self, key: &Key, tracked: &Tracked) {
         let owner = owner_of(tracked);
+        let workload = WorkloadKey::of(&key.namespace, &owner);
         if tracked.record.rollout == Rollout::Restart && owner.rollable() {
             if self
                 .pending
@@ -524,9 +500,7 @@ impl Refresher {
                 let siblings: Vec<Key> = self
                     .entries
                     .iter()
-                    .filter(|(k, e)| {
-                        !e.running && owner_of(&e.tracked) == owner && k.name != tracked.name
-                    })
+                    .filter(|(k, e)| !e.running && *e.owner == workload && k.name != key.name)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in siblings {

@@ -68,7 +68,7 @@ pub async fn refresh(ctx: &Context, tracked: &Tracked, orphan_grace: Duration) -
             let owner = &tracked.record.owner;
             match index.owners().get(kind, &tracked.namespace, &owner.name) {
                 None => true,
-                Some(current) => owner.uid.as_deref().is_some_and(|uid| *current.uid != *uid),
+                Some(current) => owner.uid.as_deref().is_some_and(|uid| current.uid != *uid),
             }
         }
     };

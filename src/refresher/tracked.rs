@@ -1,17 +1,23 @@
-//! What the refresher tracks about a managed Secret, and what one refresh of it can end in
-//! (its variants are the `result` label of `secret_injector_refreshes_total`).
+//! What the refresher tracks about a managed Secret — its work-list entry, and the `Tracked`
+//! one refresh parses from it — and what one refresh can end in (its variants are the `result`
+//! label of `secret_injector_refreshes_total`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::sync::Arc;
+use std::time::Duration;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::identity::PodIdentity;
+use crate::index::ObjKey;
 use crate::k8s::api_error_message;
-use crate::managed::{recorded, ManagedError, Recorded, RecordedError, Target};
+use crate::managed::{ManagedError, ManagedMeta, Recorded, RecordedError, Target};
 use crate::pipeline::FetchError;
 use crate::spec::ANN_INJECT;
 use crate::store::StoreError;
 
-/// What the refresher knows about a managed Secret, read from its metadata only.
+use super::workloads::WorkloadKey;
+
+/// What one refresh knows about a managed Secret, read from its metadata only.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tracked {
     pub namespace: String,
@@ -28,16 +34,18 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn from_meta(meta: &ObjectMeta) -> Result<Tracked, RecordedError> {
+    /// Parsed from the index's copy of the Secret, for one refresh (nothing of it is kept
+    /// between refreshes: the work list holds the index's record itself).
+    pub fn from_index(key: &ObjKey, meta: &ManagedMeta) -> Result<Tracked, RecordedError> {
         Ok(Tracked {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
+            uid: meta.uid().to_string(),
+            resource_version: meta.resource_version().to_string(),
             record: Recorded::from_meta(meta)?,
-            data_hmac: recorded::data_hmac(meta),
-            force_sync: recorded::force_sync(meta),
-            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            data_hmac: meta.data_hmac(),
+            force_sync: meta.force_sync().map(str::to_string),
+            created: meta.created(),
             force_reissue: false,
         })
     }
@@ -56,6 +64,70 @@ impl Tracked {
             record: self.record.clone(),
         }
     }
+}
+
+/// A managed Secret in the refresher's work list.
+pub(super) struct Entry {
+    /// The Secret as the index holds it (the same record, not a copy).
+    pub meta: Arc<ManagedMeta>,
+    /// Its resourceVersion after our own write, until the watch brings that version.
+    pub written: Option<Box<str>>,
+    /// Its workload, shared with `Refresher::workloads`.
+    pub owner: Arc<WorkloadKey>,
+    /// From its record, for the schedule and the filters that run over every entry.
+    pub interval: Duration,
+    pub issued: bool,
+    /// Leases it holds (the current one and those retiring); None without a lease record.
+    pub leases: Option<u32>,
+    pub failures: u32,
+    pub running: bool,
+    /// A force-sync arrived while a refresh was running: run again when it ends.
+    pub rerun: bool,
+    /// A force-sync of an issued Secret: re-issue at the next run, whatever its lease says.
+    pub force_reissue: bool,
+}
+
+impl Entry {
+    pub fn new(meta: Arc<ManagedMeta>, tracked: &Tracked, owner: Arc<WorkloadKey>) -> Entry {
+        let mut entry = Entry {
+            meta,
+            written: None,
+            owner,
+            interval: Duration::ZERO,
+            issued: false,
+            leases: None,
+            failures: 0,
+            running: false,
+            rerun: false,
+            force_reissue: false,
+        };
+        entry.note(tracked);
+        entry
+    }
+
+    /// What the entry keeps of its parsed record.
+    pub fn note(&mut self, tracked: &Tracked) {
+        let record = &tracked.record;
+        self.interval = record.refresh_interval;
+        self.issued = record.source.is_issued();
+        self.leases = record.lease.as_ref().map(|l| {
+            u32::from(!l.id.is_empty()) + u32::try_from(l.retiring.len()).unwrap_or(u32::MAX)
+        });
+    }
+
+    /// The Secret as one refresh sees it: its record parsed again, at the version last known.
+    pub fn tracked(&self, key: &ObjKey) -> Option<Tracked> {
+        let mut tracked = Tracked::from_index(key, &self.meta).ok()?;
+        if let Some(v) = &self.written {
+            tracked.resource_version = v.to_string();
+        }
+        Some(tracked)
+    }
+}
+
+/// Leases an entry holds, for the sum.
+pub(super) fn held(leases: Option<u32>) -> usize {
+    leases.map_or(0, |n| n as usize)
 }
 
 /// A refresh that did its job.

@@ -6,47 +6,102 @@
 //! is dropped. So the map is bounded by the managed Secrets, not by the cluster's workloads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
 use crate::k8s::{MetaEvent, Owner, OwnerKind, WorkloadKind};
 use crate::managed::recorded;
 
+/// A workload as the refresher keys it: without uid (as rollouts are), its namespace's name
+/// shared with the index's keys. Small: one is held per owner of a tracked Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct WorkloadKey {
+    pub namespace: Arc<str>,
+    kind: Kind,
+    pub name: Box<str>,
+}
+
+/// [`OwnerKind`], with the rare other controller's kind boxed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Known(WorkloadKind),
+    Other(Box<(String, String)>),
+}
+
+impl WorkloadKey {
+    /// The workload `owner` names, in `namespace` (the owner's, as the index shares it).
+    pub(super) fn of(namespace: &Arc<str>, owner: &Owner) -> WorkloadKey {
+        debug_assert_eq!(**namespace, owner.namespace);
+        WorkloadKey {
+            namespace: namespace.clone(),
+            kind: match &owner.kind {
+                OwnerKind::Known(k) => Kind::Known(*k),
+                OwnerKind::Other { api_version, kind } => {
+                    Kind::Other(Box::new((api_version.clone(), kind.clone())))
+                }
+            },
+            name: owner.name.as_str().into(),
+        }
+    }
+
+    fn known(namespace: &str, kind: WorkloadKind, name: &str) -> WorkloadKey {
+        WorkloadKey {
+            namespace: namespace.into(),
+            kind: Kind::Known(kind),
+            name: name.into(),
+        }
+    }
+
+    pub(super) fn kind(&self) -> &str {
+        match &self.kind {
+            Kind::Known(k) => k.as_str(),
+            Kind::Other(other) => &other.1,
+        }
+    }
+}
+
 /// One workload watch event, reduced to what the refresher needs.
 pub(super) enum WorkloadEvent {
     Seen {
-        key: Owner,
+        key: WorkloadKey,
         force_sync: Option<String>,
         /// Part of a (re)list: a value set long ago, not a request witnessed now.
         initial: bool,
     },
     Deleted {
-        key: Owner,
+        key: WorkloadKey,
     },
 }
 
 #[derive(Debug, Default)]
 struct Tracked {
     /// Managed Secrets (in the work list) this workload owns; the entry goes at 0.
-    secrets: usize,
+    secrets: u32,
     /// The last force-sync seen; None until the first event after tracking began.
-    force_sync: Option<Option<String>>,
+    force_sync: Option<Option<Box<str>>>,
 }
 
-/// Owners of tracked managed Secrets (keyed without uid, as rollouts are).
+/// Owners of tracked managed Secrets. Each is held once, shared with the work list's entries
+/// of its Secrets.
 #[derive(Debug, Default)]
 pub(super) struct Workloads {
-    owners: HashMap<Owner, Tracked>,
+    owners: HashMap<Arc<WorkloadKey>, Tracked>,
 }
 
 impl Workloads {
-    /// A tracked managed Secret of `owner` appeared.
-    pub(super) fn secret_added(&mut self, owner: &Owner) {
-        self.owners.entry(owner.clone()).or_default().secrets += 1;
+    /// A tracked managed Secret of `owner` appeared; the owner as held here.
+    pub(super) fn secret_added(&mut self, owner: WorkloadKey) -> Arc<WorkloadKey> {
+        let shared = match self.owners.get_key_value(&owner) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::new(owner),
+        };
+        self.owners.entry(shared.clone()).or_default().secrets += 1;
+        shared
     }
 
     /// A tracked managed Secret of `owner` left the work list.
-    pub(super) fn secret_removed(&mut self, owner: &Owner) {
+    pub(super) fn secret_removed(&mut self, owner: &WorkloadKey) {
         if let Some(t) = self.owners.get_mut(owner) {
             t.secrets = t.secrets.saturating_sub(1);
             if t.secrets == 0 {
@@ -57,7 +112,7 @@ impl Workloads {
 
     /// A workload event. Returns the owner whose Secrets must be refreshed now, when the
     /// event is a force-sync request witnessed live on a workload we track.
-    pub(super) fn on_event(&mut self, event: WorkloadEvent) -> Option<Owner> {
+    pub(super) fn on_event(&mut self, event: WorkloadEvent) -> Option<WorkloadKey> {
         match event {
             WorkloadEvent::Seen {
                 key,
@@ -66,6 +121,7 @@ impl Workloads {
             } => {
                 // Not an owner of a tracked Secret: remember nothing.
                 let tracked = self.owners.get_mut(&key)?;
+                let force_sync: Option<Box<str>> = force_sync.map(Into::into);
                 let previous = tracked.force_sync.replace(force_sync.clone());
                 let changed = match previous {
                     Some(prev) => prev != force_sync && force_sync.is_some(),
@@ -96,11 +152,12 @@ pub(super) fn stream(
     kind: WorkloadKind,
     client: &kube::Client,
 ) -> futures::stream::BoxStream<'static, WorkloadEvent> {
-    let key = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| Owner {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        kind: OwnerKind::Known(kind),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: None,
+    let key = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        WorkloadKey::known(
+            meta.namespace.as_deref().unwrap_or_default(),
+            kind,
+            meta.name.as_deref().unwrap_or_default(),
+        )
     };
     kind.watch_metadata(client)
         .map(move |event| match event {
@@ -118,16 +175,11 @@ pub(super) fn stream(
 mod tests {
     use super::*;
 
-    fn deployment(ns: &str, name: &str) -> Owner {
-        Owner {
-            namespace: ns.into(),
-            kind: OwnerKind::Known(WorkloadKind::Deployment),
-            name: name.into(),
-            uid: None,
-        }
+    fn deployment(ns: &str, name: &str) -> WorkloadKey {
+        WorkloadKey::known(ns, WorkloadKind::Deployment, name)
     }
 
-    fn seen(key: Owner, force_sync: Option<&str>, initial: bool) -> WorkloadEvent {
+    fn seen(key: WorkloadKey, force_sync: Option<&str>, initial: bool) -> WorkloadEvent {
         WorkloadEvent::Seen {
             key,
             force_sync: force_sync.map(str::to_string),
@@ -139,7 +191,7 @@ mod tests {
     fn unrelated_workloads_leave_no_trace() {
         let mut w = Workloads::default();
         let ours = deployment("payments", "api");
-        w.secret_added(&ours);
+        w.secret_added(ours.clone());
         for i in 0..10_000 {
             let other = deployment(&format!("ns-{}", i % 50), &format!("app-{i}"));
             assert_eq!(w.on_event(seen(other.clone(), None, i % 2 == 0)), None);
@@ -153,8 +205,8 @@ mod tests {
     fn force_sync_is_a_change_witnessed_on_a_tracked_owner() {
         let mut w = Workloads::default();
         let api = deployment("payments", "api");
-        w.secret_added(&api);
-        w.secret_added(&api);
+        w.secret_added(api.clone());
+        w.secret_added(api.clone());
         // The relist reports a value set long ago: baseline only.
         assert_eq!(w.on_event(seen(api.clone(), Some("old"), true)), None);
         assert_eq!(w.on_event(seen(api.clone(), Some("old"), false)), None);
