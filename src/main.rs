@@ -11,8 +11,8 @@ fn main() -> anyhow::Result<()> {
 
 /// glibc's malloc raises its trim threshold to twice the largest mmap'ed block it frees (up to
 /// 64 MiB). The initial lists of the watches free such blocks, so afterwards the free top of
-/// the heap was never returned and the index at rest looked ~15% larger in RSS (the scale
-/// bench: 25 → 22 MiB of anonymous memory with 10,000 tracked Secrets; idle unchanged).
+/// the heap was never returned and the index at rest looked ~15% larger in RSS (10,000
+/// tracked Secrets against the stand-in API: 25 → 22 MiB of anonymous memory; idle unchanged).
 /// Setting the threshold to glibc's own default keeps it there.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
