@@ -106,10 +106,13 @@ demo: tools
 # BENCH_ARGS=quick: every scenario at reduced durations and sizes (checks that they run).
 BENCH_ARGS ?=
 # The webhook measured is the release binary that ships (the Dockerfile's build), not the
-# bench profile's.
-BENCH_BIN = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/secret-injector
+# bench profile's: both profiles write target/release/, so the shipped one is copied aside
+# before `cargo bench` builds its own.
+BENCH_OUT = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+BENCH_BIN = $(BENCH_OUT)/bench-webhook/secret-injector
 bench: tools
 	$(CARGO) build --release --locked --bin secret-injector
+	mkdir -p $(dir $(BENCH_BIN)) && cp $(BENCH_OUT)/release/secret-injector $(BENCH_BIN)
 	SECRET_INJECTOR_BIN=$(BENCH_BIN) $(TEST_ENV) $(CARGO) bench --locked --bench admission -- $(BENCH_ARGS)
 
 lint: check-cargo
