@@ -7,6 +7,7 @@ pub mod json;
 pub mod schema;
 #[cfg(test)]
 mod schema_gen;
+mod schema_node;
 mod schema_table;
 
 use std::borrow::Cow;

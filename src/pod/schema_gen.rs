@@ -13,7 +13,7 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use super::schema::{Node, NodeId, StructId};
+use super::schema_node::{Node, NodeId, StructId};
 
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 const DEFINITION_PREFIX: &str = "#/$defs/";
@@ -160,8 +160,8 @@ fn render() -> String {
         "//! Generated from k8s-openapi's JSON schema of the Pod by `schema_gen.rs`; do not edit.\n\
          //! After a k8s-openapi upgrade: `REGENERATE_POD_SCHEMA=1 cargo test --lib pod::schema_gen`.\n\
          \n\
-         use super::schema::Node::{self, *};\n\
-         use super::schema::{NodeId as N, StructId as S};\n\n",
+         use super::schema_node::Node::{self, *};\n\
+         use super::schema_node::{NodeId as N, StructId as S};\n\n",
     );
     let node = |n: &Node| match n {
         Node::Array(id) => format!("Array(N({}))", id.0),

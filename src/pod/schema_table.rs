@@ -1,8 +1,8 @@
 //! Generated from k8s-openapi's JSON schema of the Pod by `schema_gen.rs`; do not edit.
 //! After a k8s-openapi upgrade: `REGENERATE_POD_SCHEMA=1 cargo test --lib pod::schema_gen`.
 
-use super::schema::Node::{self, *};
-use super::schema::{NodeId as N, StructId as S};
+use super::schema_node::Node::{self, *};
+use super::schema_node::{NodeId as N, StructId as S};
 
 #[rustfmt::skip]
 pub(super) static NODES: [Node; 173] = [
